@@ -1,0 +1,197 @@
+//! The layer at every service's gRPC edge: one log line per call (method,
+//! status, latency) and the mapping of tonic's OUT_OF_RANGE for oversized
+//! messages to RESOURCE_EXHAUSTED, which is what clients expect.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tonic::Code;
+use tower_layer::Layer;
+use tower_service::Service;
+
+const GRPC_STATUS: &str = "grpc-status";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcEdgeLayer;
+
+impl<S> Layer<S> for GrpcEdgeLayer {
+    type Service = GrpcEdge<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcEdge { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcEdge<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcEdge<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<EdgeBody<ResBody>>;
+    type Error = S::Error;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let record = CallRecord {
+            method: request.uri().path().to_owned(),
+            start: Instant::now(),
+            done: false,
+        };
+        EdgeFuture {
+            inner: self.inner.call(request),
+            record: Some(record),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct EdgeFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<F, ResBody, E> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<EdgeBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let mut record = this.record.take();
+        Poll::Ready(result.map(|response| {
+            let (mut parts, body) = response.into_parts();
+            // A trailers-only response (every error tonic raises before the
+            // handler runs) carries its status in the headers.
+            if let Some(code) = rewrite_status(&mut parts.headers) {
+                if let Some(record) = record.as_mut() {
+                    record.finish(code);
+                }
+            }
+            Response::from_parts(parts, EdgeBody { inner: body, record })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct EdgeBody<B> {
+        #[pin]
+        inner: B,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<B: Body> Body for EdgeBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        let frame = frame.map(|frame| {
+            frame.map(|mut frame| {
+                if let Some(trailers) = frame.trailers_mut() {
+                    if let Some(code) = rewrite_status(trailers) {
+                        if let Some(record) = this.record.as_mut() {
+                            record.finish(code);
+                        }
+                    }
+                }
+                frame
+            })
+        });
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Maps OUT_OF_RANGE to RESOURCE_EXHAUSTED in place (our services never
+/// raise OUT_OF_RANGE themselves: only tonic's size limit does) and returns
+/// the final code, if the map carries one.
+fn rewrite_status(map: &mut HeaderMap) -> Option<Code> {
+    let value = map.get(GRPC_STATUS)?;
+    let mut code = Code::from_bytes(value.as_bytes());
+    if code == Code::OutOfRange {
+        code = Code::ResourceExhausted;
+        map.insert(
+            GRPC_STATUS,
+            HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+    }
+    Some(code)
+}
+
+/// One call's log line; written when the status is known, or as CANCELLED
+/// if the response is dropped first.
+pub struct CallRecord {
+    method: String,
+    start: Instant,
+    done: bool,
+}
+
+impl CallRecord {
+    fn finish(&mut self, code: Code) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let micros = self.start.elapsed().as_micros() as u64;
+        tracing::info!(
+            target: "todoapp::call",
+            method = %self.method,
+            status = ?code,
+            latency_us = micros,
+            "call"
+        );
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_becomes_resource_exhausted() {
+        let mut headers = HeaderMap::new();
+        headers.insert(GRPC_STATUS, HeaderValue::from_static("11"));
+        assert_eq!(rewrite_status(&mut headers), Some(Code::ResourceExhausted));
+        assert_eq!(headers[GRPC_STATUS], "8");
+
+        let mut ok = HeaderMap::new();
+        ok.insert(GRPC_STATUS, HeaderValue::from_static("5"));
+        assert_eq!(rewrite_status(&mut ok), Some(Code::NotFound));
+        assert_eq!(ok[GRPC_STATUS], "5");
+        assert_eq!(rewrite_status(&mut HeaderMap::new()), None);
+    }
+}

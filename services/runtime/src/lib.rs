@@ -1,0 +1,18 @@
+//! The small runtime every todoapp service is built on.
+//!
+//! A service describes itself with [`service::Service`]; [`service::main`]
+//! then owns the command line, configuration, telemetry, the Tokio runtime
+//! and exit codes, and [`server::serve`] owns listening (bound or
+//! socket-activated), TLS, readiness, health and graceful shutdown.
+
+pub mod config;
+pub mod grpc;
+pub mod listener;
+pub mod readiness;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+pub use config::{ConfigError, Secret};
