@@ -1,0 +1,169 @@
+# Shared systemd unit definitions for the three todoapp services.
+#
+# Builtins only (no nixpkgs): the NixOS module (./todoapp.nix) consumes the
+# data, and ./render-units.nix turns the same data into the plain unit files
+# under deploy/systemd/ for systems without NixOS.
+#
+# A unit is { unit = { ... }; <kind> = { ... }; wantedBy = [ ... ]; } where
+# `unit` is the [Unit] section, <kind> is `socket` or `service`, and values
+# are strings, integers, booleans or lists (a list gives repeated keys).
+let
+  defaultListen = {
+    gateway = "127.0.0.1:50051";
+    user = "127.0.0.1:50061";
+    todo = "127.0.0.1:50062";
+  };
+
+  descriptions = {
+    gateway = "todoapp gateway (public gRPC API)";
+    user = "todoapp user service (accounts, tokens)";
+    todo = "todoapp todo service";
+  };
+
+  # Sandboxing common to all three services. `systemd-analyze security`
+  # rates the result; scripts/check-units.sh enforces the limits.
+  hardening = {
+    NoNewPrivileges = true;
+    CapabilityBoundingSet = "";
+    AmbientCapabilities = "";
+    UMask = "0077";
+    PrivateTmp = true;
+    PrivateDevices = true;
+    DevicePolicy = "closed";
+    PrivateUsers = true;
+    PrivateMounts = true;
+    PrivateIPC = true;
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    ProtectHostname = true;
+    ProtectClock = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    KeyringMode = "private";
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    RestrictNamespaces = true;
+    RemoveIPC = true;
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [ "@system-service" "~@privileged @resources" ];
+    SystemCallErrorNumber = "EPERM";
+  };
+
+  isBackend = name: name != "gateway";
+
+  # Units for one service.
+  #
+  # name            "gateway", "user" or "todo"
+  # execStart       the command line (binary, --config FILE, serve)
+  # listen          ListenStream= values
+  # user, group     the service account (a static system user)
+  # credentials     { credential-name = "/absolute/source/path"; } for
+  #                 LoadCredential=; the config refers to the names
+  # clientAllow     IPAddressAllow= of the socket (null: anyone may connect)
+  # networkAllow    IPAddressAllow= for outbound traffic of the service
+  # privateNetwork  run without network (the passed socket and unix sockets
+  #                 such as /run/mysqld/mysqld.sock keep working)
+  # after, wants    extra ordering/wants, e.g. the database unit; Wants= is
+  #                 used (not Requires=) so a database restart does not
+  #                 restart the service: it reconnects by itself
+  # environment     Environment= entries ("KEY=value")
+  # documentation   Documentation= URIs
+  mkUnits =
+    { name
+    , execStart
+    , listen ? [ defaultListen.${name} ]
+    , user ? "todoapp-${name}"
+    , group ? user
+    , credentials ? { }
+    , clientAllow ? if isBackend name then [ "localhost" ] else null
+    , networkAllow ? [ "localhost" ]
+    , privateNetwork ? isBackend name
+    , after ? [ ]
+    , wants ? [ ]
+    , environment ? [ ]
+    , documentation ? [ ]
+    , watchdogSec ? 30
+    , restartSec ? 1
+    , stopTimeoutSec ? 30
+    }:
+    let
+      unitName = "todoapp-${name}";
+      credentialNames = builtins.attrNames credentials;
+    in
+    {
+      socket = {
+        unit = {
+          Description = "${descriptions.${name}} socket";
+          Documentation = documentation;
+        };
+        socket = {
+          ListenStream = listen;
+          FileDescriptorName = name;
+          NoDelay = true;
+        } // (if clientAllow == null then { } else {
+          IPAddressDeny = "any";
+          IPAddressAllow = clientAllow;
+        });
+        wantedBy = [ "sockets.target" ];
+      };
+
+      service = {
+        unit = {
+          Description = descriptions.${name};
+          Documentation = documentation;
+          Requires = [ "${unitName}.socket" ];
+          After = [ "${unitName}.socket" ] ++ after;
+          Wants = wants;
+          StartLimitIntervalSec = 60;
+          StartLimitBurst = 10;
+        };
+        service = hardening // {
+          Type = "notify";
+          NotifyAccess = "main";
+          ExecStart = execStart;
+          Restart = "on-failure";
+          RestartSec = restartSec;
+          WatchdogSec = watchdogSec;
+          TimeoutStartSec = 90;
+          TimeoutStopSec = stopTimeoutSec;
+          User = user;
+          Group = group;
+          LoadCredential = map (c: "${c}:${credentials.${c}}") credentialNames;
+          Environment = environment;
+          IPAddressDeny = "any";
+        } // (if privateNetwork then {
+          PrivateNetwork = true;
+          # Only unix sockets (database, notify, journal); the passed TCP
+          # listener needs no socket() call.
+          RestrictAddressFamilies = "AF_UNIX";
+        } else {
+          IPAddressAllow = networkAllow;
+          RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
+        }) // (if isBackend name then {
+          # SQLite databases (the default URL) live here.
+          StateDirectory = unitName;
+          StateDirectoryMode = "0700";
+          WorkingDirectory = "/var/lib/${unitName}";
+        } else { });
+        # Installing the service installs its socket; the socket starts it.
+        also = [ "${unitName}.socket" ];
+      };
+    };
+
+  # Credential names used by the configs; see deploy/systemd/*.toml.
+  credentialNames = {
+    gateway = [ "tls.crt" "tls.key" "upstream-ca.crt" "client.crt" "client.key" "jwt.pub" ];
+    user = [ "tls.crt" "tls.key" "client-ca.crt" "jwt.key" ];
+    todo = [ "tls.crt" "tls.key" "client-ca.crt" ];
+  };
+in
+{
+  inherit defaultListen hardening mkUnits credentialNames;
+  services = [ "gateway" "user" "todo" ];
+}
