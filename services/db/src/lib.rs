@@ -1,0 +1,225 @@
+//! Connection pools for the two supported stores and the one error type
+//! the store layers of every service report.
+//!
+//! MariaDB is the production store, SQLite the embedded default. Both are
+//! opened with the same safety settings wherever the engines allow:
+//! strict SQL mode and utf8mb4 on MariaDB, WAL and a busy timeout on SQLite,
+//! and a short acquire timeout so a vanished database surfaces as
+//! UNAVAILABLE within seconds instead of hanging calls.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Executor;
+use todoapp_runtime::config::read_file;
+use todoapp_runtime::service::FileChecks;
+use todoapp_runtime::{ConfigError, Secret};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `mysql://USER@HOST/DB[?socket=/run/mysqld/mysqld.sock]`.
+    pub url: Secret<String>,
+    /// File holding the MariaDB password, when the URL carries none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    pub fn sqlite(path: &str) -> Self {
+        Self {
+            url: Secret::new(format!("sqlite://{path}")),
+            password_file: None,
+            max_connections: 16,
+            acquire_timeout_ms: 3000,
+        }
+    }
+
+    pub fn kind(&self) -> Result<Kind, ConfigError> {
+        let url = self.url.expose();
+        if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)
+                .map_err(|_| ConfigError::invalid("database.url", "not a valid sqlite URL"))?;
+            Ok(Kind::Sqlite)
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            MySqlConnectOptions::from_str(&mysql_url(url))
+                .map_err(|_| ConfigError::invalid("database.url", "not a valid mysql:// URL"))?;
+            Ok(Kind::MySql)
+        } else {
+            Err(ConfigError::invalid(
+                "database.url",
+                "must start with sqlite:// or mysql://",
+            ))
+        }
+    }
+
+    pub fn validate(&self, files: FileChecks) -> Result<(), ConfigError> {
+        let kind = self.kind()?;
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.acquire_timeout_ms == 0 {
+            return Err(ConfigError::invalid("database.acquire_timeout_ms", "must be at least 1"));
+        }
+        if let (Some(path), FileChecks::Read) = (&self.password_file, files) {
+            if kind == Kind::Sqlite {
+                return Err(ConfigError::invalid("database.password_file", "SQLite takes no password"));
+            }
+            read_file("database.password_file", path)?;
+        }
+        Ok(())
+    }
+}
+
+fn mysql_url(url: &str) -> String {
+    match url.strip_prefix("mariadb:") {
+        Some(rest) => format!("mysql:{rest}"),
+        None => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    MySql,
+}
+
+/// An open pool on one of the supported engines.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    MySql(MySqlPool),
+}
+
+/// Runs the same sqlx expression against whichever engine `pool` is, with
+/// the engine's pool bound to `$p`. Queries must be portable SQL (`?` binds).
+#[macro_export]
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            $crate::Pool::Sqlite($p) => $body,
+            $crate::Pool::MySql($p) => $body,
+        }
+    };
+}
+
+/// Settings every MariaDB session gets: strict mode so nothing is silently
+/// truncated or coerced, UTC, utf8mb4.
+const MYSQL_SESSION: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'";
+
+pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
+    let kind = settings.kind().map_err(|e| StoreError::Internal(e.to_string()))?;
+    let acquire = Duration::from_millis(settings.acquire_timeout_ms);
+    match kind {
+        Kind::Sqlite => {
+            let options = SqliteConnectOptions::from_str(settings.url.expose())
+                .map_err(StoreError::from)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(options)
+                .await?;
+            Ok(Pool::Sqlite(pool))
+        }
+        Kind::MySql => {
+            let mut options = MySqlConnectOptions::from_str(&mysql_url(settings.url.expose()))
+                .map_err(StoreError::from)?
+                .charset("utf8mb4")
+                .pipes_as_concat(false);
+            if let Some(path) = &settings.password_file {
+                let password = read_file("database.password_file", path)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                let password = String::from_utf8_lossy(&password).trim_end().to_owned();
+                options = options.password(&password);
+            }
+            let pool = MySqlPoolOptions::new()
+                .max_connections(settings.max_connections)
+                .min_connections(1)
+                .acquire_timeout(acquire)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute(MYSQL_SESSION).await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await?;
+            Ok(Pool::MySql(pool))
+        }
+    }
+}
+
+impl Pool {
+    /// Whether the pool can hand out a working connection right now.
+    pub async fn ping(&self) -> bool {
+        on_pool!(self, |p| sqlx::query("SELECT 1").execute(p).await.is_ok())
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Pool::Sqlite(_) => Kind::Sqlite,
+            Pool::MySql(_) => Kind::MySql,
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |p| p.close().await)
+    }
+}
+
+/// How a storage operation failed, as far as callers need to know.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (or the pool is exhausted): retryable.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint refused the write; the string is the engine's
+    /// message (names the column), never shown to clients.
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    /// Anything else: a bug or a broken database.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_owned())
+            }
+            sqlx::Error::Database(db) if is_connection_lost(db.code().as_deref()) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            _ => StoreError::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        match error {
+            sqlx::migrate::MigrateError::Execute(inner) => inner.into(),
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// MariaDB server-gone / shutdown codes (SQLSTATE 08xxx, or "70100" kill).
+fn is_connection_lost(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c.starts_with("08") || c == "70100")
+}

@@ -1,0 +1,111 @@
+//! Validated request values: the proto's strings become these at the edge.
+
+use todoapp_runtime::Secret;
+
+use crate::error::UserError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl TryFrom<String> for Username {
+    type Error = UserError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let chars = value.chars().count();
+        if !(1..=100).contains(&chars) {
+            return Err(UserError::invalid("username", "must be 1 to 100 characters"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(UserError::invalid("username", "must not contain control characters"));
+        }
+        Ok(Self(value))
+    }
+}
+
+impl Username {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password exactly as the user typed it: never trimmed, normalised or truncated.
+#[derive(Debug, Clone)]
+pub struct Password(Secret<String>);
+
+impl TryFrom<String> for Password {
+    type Error = UserError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if !(8..=128).contains(&value.chars().count()) {
+            return Err(UserError::invalid("password", "must be 8 to 128 characters"));
+        }
+        Ok(Self(Secret::new(value)))
+    }
+}
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+/// An email address, stored lower-cased so uniqueness ignores case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl TryFrom<String> for Email {
+    type Error = UserError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value.chars().count() > 254 {
+            return Err(UserError::invalid("email", "must be at most 254 characters"));
+        }
+        if !email_address::EmailAddress::is_valid(&value) || !value.contains('.') {
+            return Err(UserError::invalid("email", "is not a valid email address"));
+        }
+        Ok(Self(value.to_lowercase()))
+    }
+}
+
+impl Email {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(e: UserError) -> &'static str {
+        match e {
+            UserError::InvalidArgument { field, .. } => field,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn username_bounds() {
+        assert!(Username::try_from("a".to_string()).is_ok());
+        assert!(Username::try_from("é".repeat(100)).is_ok());
+        assert_eq!(field_of(Username::try_from(String::new()).unwrap_err()), "username");
+        assert_eq!(field_of(Username::try_from("x".repeat(101)).unwrap_err()), "username");
+        assert!(Username::try_from("a\nb".to_string()).is_err());
+    }
+
+    #[test]
+    fn password_bounds_count_characters_and_keep_bytes() {
+        assert!(Password::try_from("1234567".to_string()).is_err());
+        let p = Password::try_from("  spaced  ".to_string()).expect("valid");
+        assert_eq!(p.expose(), "  spaced  ");
+        assert!(Password::try_from("🔑".repeat(128)).is_ok());
+        assert_eq!(field_of(Password::try_from("x".repeat(129)).unwrap_err()), "password");
+    }
+
+    #[test]
+    fn email_rules() {
+        assert_eq!(Email::try_from("Ann@Example.org".to_string()).expect("ok").as_str(), "ann@example.org");
+        assert_eq!(field_of(Email::try_from("nope".to_string()).unwrap_err()), "email");
+        assert!(Email::try_from(format!("{}@example.org", "a".repeat(250))).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! The todoapp user service: registration and login.
+//!
+//! Passwords are stored only as argon2id PHC strings; login returns an
+//! EdDSA-signed JWT that the gateway verifies on every call.
+
+mod api;
+pub mod config;
+mod domain;
+mod error;
+mod password;
+pub mod store;
+mod token;
+
+use std::sync::Arc;
+
+use todoapp_api::user_server::UserServer;
+use todoapp_runtime::config::ServerSettings;
+use todoapp_runtime::server::{serve, BoxError, ServeOptions};
+use todoapp_runtime::service::{FileChecks, Service};
+use todoapp_runtime::ConfigError;
+
+pub use crate::api::UserApi;
+pub use crate::config::UserConfig;
+pub use crate::password::Hasher;
+pub use crate::token::TokenIssuer;
+use crate::store::SqlUserStore;
+
+pub struct UserService;
+
+async fn open_store(config: &UserConfig) -> Result<SqlUserStore, BoxError> {
+    let pool = todoapp_db::connect(&config.database).await?;
+    let store = SqlUserStore::new(pool);
+    store.migrate().await?;
+    Ok(store)
+}
+
+impl Service for UserService {
+    const NAME: &'static str = "user";
+    const HAS_DATABASE: bool = true;
+    type Config = UserConfig;
+
+    fn server_settings(config: &UserConfig) -> &ServerSettings {
+        &config.server
+    }
+
+    fn validate(config: &UserConfig, files: FileChecks) -> Result<(), ConfigError> {
+        config.validate(files)
+    }
+
+    async fn migrate(config: UserConfig) -> Result<(), BoxError> {
+        open_store(&config).await?;
+        tracing::info!("user database migrated");
+        Ok(())
+    }
+
+    async fn serve(config: UserConfig) -> Result<(), BoxError> {
+        let tls = todoapp_runtime::tls::server_config(&config.tls)?;
+        let issuer = TokenIssuer::load(&config.jwt)?;
+        let hasher = Hasher::new(&config.argon2)?;
+        let pool = todoapp_db::connect(&config.database).await?;
+        let store = SqlUserStore::new(pool.clone());
+        store.migrate().await?;
+
+        let limit = config.server.max_message_bytes;
+        let user = UserServer::new(UserApi::new(store, hasher, issuer))
+            .max_decoding_message_size(limit);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<UserServer<UserApi<SqlUserStore>>>().await;
+        let routes = tonic::service::Routes::new(health_service).add_service(user);
+
+        let probe_pool = pool.clone();
+        let options = ServeOptions {
+            name: Self::NAME,
+            settings: config.server,
+            tls,
+            health,
+            health_services: vec![todoapp_api::service_names::USER],
+            probe: Some(Arc::new(move || {
+                let pool = probe_pool.clone();
+                Box::pin(async move { pool.ping().await })
+            })),
+        };
+        let served = serve(options, routes).await;
+        pool.close().await;
+        served
+    }
+}

@@ -1,0 +1,88 @@
+//! The user service's storage interface and its sqlx implementation
+//! (SQLite and MariaDB, same portable SQL).
+
+use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use todoapp_db::{on_pool, Kind, Pool, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub id: String,
+    pub password_hash: String,
+}
+
+pub trait UserStore: Send + Sync + 'static {
+    /// Fails with [`StoreError::Conflict`] when the username or email is taken.
+    fn insert(&self, user: &NewUser) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn credentials(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Option<Credentials>, StoreError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlUserStore {
+    pool: Pool,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+impl SqlUserStore {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Pool::MySql(p) => MYSQL_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.pool.kind()
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl UserStore for SqlUserStore {
+    async fn insert(&self, user: &NewUser) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO users (id, username, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)";
+        let created = now_micros();
+        on_pool!(&self.pool, |p| sqlx::query(SQL)
+            .bind(&user.id)
+            .bind(&user.username)
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(created)
+            .execute(p)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    async fn credentials(&self, username: &str) -> Result<Option<Credentials>, StoreError> {
+        const SQL: &str = "SELECT id, password_hash FROM users WHERE username = ?";
+        let row: Option<(String, String)> = on_pool!(&self.pool, |p| sqlx::query_as(SQL)
+            .bind(username)
+            .fetch_optional(p)
+            .await)?;
+        Ok(row.map(|(id, password_hash)| Credentials { id, password_hash }))
+    }
+}
