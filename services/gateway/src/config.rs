@@ -1,0 +1,117 @@
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use todoapp_runtime::config::{ServerSettings, TlsFiles};
+use todoapp_runtime::service::FileChecks;
+use todoapp_runtime::ConfigError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    #[serde(flatten)]
+    pub server: ServerSettings,
+    pub tls: TlsFiles,
+    pub upstream: UpstreamSettings,
+    pub jwt: JwtVerifySettings,
+}
+
+/// How the gateway reaches the backends: mutual TLS with its own client
+/// certificate, trusting only the internal CA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    pub user: String,
+    pub todo: String,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Name to verify in the backends' certificates, when it differs from
+    /// the host in the URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtVerifySettings {
+    /// Ed25519 public keys (SPKI PEM). Tokens pick one by `kid`; list the
+    /// old and the new key while rotating.
+    pub public_keys: Vec<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    /// Tokens whose `exp - iat` exceeds this are refused.
+    pub max_lifetime_secs: u64,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`; at most 60.
+    pub leeway_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::with_listen("127.0.0.1:50051"),
+            tls: TlsFiles {
+                cert: "gateway.crt".into(),
+                key: "gateway.key".into(),
+                client_ca: None,
+            },
+            upstream: UpstreamSettings {
+                user: "https://127.0.0.1:50061".into(),
+                todo: "https://127.0.0.1:50062".into(),
+                ca: "internal-ca.crt".into(),
+                client_cert: "gateway-client.crt".into(),
+                client_key: "gateway-client.key".into(),
+                server_name: None,
+                connect_timeout_ms: 2000,
+                request_timeout_ms: 10_000,
+            },
+            jwt: JwtVerifySettings {
+                public_keys: vec!["jwt-ed25519.pub".into()],
+                issuer: "todoapp".into(),
+                audience: "todoapp".into(),
+                max_lifetime_secs: 24 * 3600,
+                leeway_secs: 60,
+            },
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn validate(&self, files: FileChecks) -> Result<(), ConfigError> {
+        if self.tls.client_ca.is_some() {
+            return Err(ConfigError::invalid(
+                "tls.client_ca",
+                "the gateway authenticates clients by token, not certificate; remove it",
+            ));
+        }
+        for (key, url) in [("upstream.user", &self.upstream.user), ("upstream.todo", &self.upstream.todo)] {
+            let parsed: Result<tonic::transport::Uri, _> = url.parse();
+            match parsed {
+                Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {}
+                _ => return Err(ConfigError::invalid(key, format!("`{url}` is not an https://HOST:PORT URL"))),
+            }
+        }
+        if self.upstream.connect_timeout_ms == 0 || self.upstream.request_timeout_ms == 0 {
+            return Err(ConfigError::invalid("upstream.connect_timeout_ms", "timeouts must be positive"));
+        }
+        let jwt = &self.jwt;
+        if jwt.public_keys.is_empty() {
+            return Err(ConfigError::invalid("jwt.public_keys", "at least one key is required"));
+        }
+        if jwt.leeway_secs > 60 {
+            return Err(ConfigError::invalid("jwt.leeway_secs", "must be at most 60"));
+        }
+        if jwt.max_lifetime_secs == 0 || jwt.max_lifetime_secs > 24 * 3600 {
+            return Err(ConfigError::invalid("jwt.max_lifetime_secs", "must be between 1 and 86400"));
+        }
+        if jwt.issuer.is_empty() || jwt.audience.is_empty() {
+            return Err(ConfigError::invalid("jwt.issuer", "issuer and audience must not be empty"));
+        }
+        if files == FileChecks::Read {
+            todoapp_runtime::tls::server_config(&self.tls)?;
+            crate::token::TokenVerifier::load(jwt)?;
+            crate::upstream::client_tls(&self.upstream)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,34 @@
+//! Channels to the backends: mutual TLS, bounded connect and call time, so
+//! a backend that is down yields UNAVAILABLE promptly instead of a hang.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use todoapp_runtime::ConfigError;
+
+use crate::config::UpstreamSettings;
+
+pub fn client_tls(settings: &UpstreamSettings) -> Result<ClientTlsConfig, ConfigError> {
+    todoapp_runtime::tls::client_tls(
+        "upstream.ca",
+        &settings.ca,
+        Some((&settings.client_cert, &settings.client_key)),
+        settings.server_name.as_deref(),
+    )
+}
+
+/// A lazily connecting channel: the gateway starts (and answers
+/// UNAVAILABLE) even while a backend is down, and reconnects by itself.
+pub fn channel(key: &'static str, url: &str, settings: &UpstreamSettings) -> Result<Channel, ConfigError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| ConfigError::invalid(key, e.to_string()))?
+        .tls_config(client_tls(settings)?)
+        .map_err(|e| ConfigError::invalid(key, e.to_string()))?
+        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .timeout(Duration::from_millis(settings.request_timeout_ms))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}

@@ -1,0 +1,43 @@
+use serde::{Deserialize, Serialize};
+use todoapp_db::DatabaseSettings;
+use todoapp_runtime::config::{ServerSettings, TlsFiles};
+use todoapp_runtime::service::FileChecks;
+use todoapp_runtime::ConfigError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TodoConfig {
+    #[serde(flatten)]
+    pub server: ServerSettings,
+    pub tls: TlsFiles,
+    pub database: DatabaseSettings,
+}
+
+impl Default for TodoConfig {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::with_listen("127.0.0.1:50062"),
+            tls: TlsFiles {
+                cert: "todo.crt".into(),
+                key: "todo.key".into(),
+                client_ca: Some("internal-ca.crt".into()),
+            },
+            database: DatabaseSettings::sqlite("todo.db"),
+        }
+    }
+}
+
+impl TodoConfig {
+    pub fn validate(&self, files: FileChecks) -> Result<(), ConfigError> {
+        if self.tls.client_ca.is_none() {
+            return Err(ConfigError::invalid(
+                "tls.client_ca",
+                "required: backends accept only mutually authenticated peers",
+            ));
+        }
+        self.database.validate(files)?;
+        if files == FileChecks::Read {
+            todoapp_runtime::tls::server_config(&self.tls)?;
+        }
+        Ok(())
+    }
+}

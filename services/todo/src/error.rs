@@ -1,0 +1,52 @@
+//! The todo service's one error type, mapped to gRPC codes in one place.
+
+use todoapp_db::StoreError;
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TodoError {
+    #[error("{field} {reason}")]
+    InvalidArgument { field: &'static str, reason: &'static str },
+    #[error("no such todo entry")]
+    NotFound,
+    #[error("missing caller identity")]
+    Unauthenticated,
+    #[error("service temporarily unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl TodoError {
+    pub fn invalid(field: &'static str, reason: &'static str) -> Self {
+        Self::InvalidArgument { field, reason }
+    }
+}
+
+impl From<StoreError> for TodoError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(detail) => TodoError::Unavailable(detail),
+            StoreError::Conflict(detail) | StoreError::Internal(detail) => TodoError::Internal(detail),
+        }
+    }
+}
+
+impl From<TodoError> for Status {
+    fn from(error: TodoError) -> Self {
+        match error {
+            TodoError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+            TodoError::NotFound => Status::not_found(error.to_string()),
+            TodoError::Unauthenticated => Status::unauthenticated(error.to_string()),
+            // Logged here, once; clients get the generic text only.
+            TodoError::Unavailable(ref detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                Status::unavailable(error.to_string())
+            }
+            TodoError::Internal(ref detail) => {
+                tracing::error!(%detail, "internal error");
+                Status::internal(error.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    todoapp_runtime::service::main::<todoapp_todo::TodoService>()
+}
