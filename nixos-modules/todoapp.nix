@@ -1,0 +1,346 @@
+# NixOS module: services.todoapp (gateway, user and todo services).
+#
+# The systemd units come from ./units.nix, shared with the plain unit files
+# in deploy/systemd/. Keys and certificates are handed to the services with
+# LoadCredential= and never enter the Nix store.
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib) mkOption mkEnableOption mkIf mkDefault types literalExpression;
+
+  cfg = config.services.todoapp;
+  units = import ./units.nix;
+  settingsFormat = pkgs.formats.toml { };
+  names = [ "gateway" "user" "todo" ];
+  backends = [ "user" "todo" ];
+  enabled = builtins.filter (n: cfg.${n}.enable) names;
+  enabledBackends = builtins.filter (n: cfg.${n}.enable) backends;
+
+  hostPort = address: port:
+    if lib.hasInfix ":" address then "[${address}]:${toString port}" else "${address}:${toString port}";
+
+  dbName = name: "todoapp_${name}";
+  localDbUrl = name: "mysql://todoapp-${name}@localhost/${dbName name}?socket=/run/mysqld/mysqld.sock";
+
+  fileOption = description: mkOption {
+    type = types.str;
+    example = "/run/keys/todoapp/tls.key";
+    description = ''
+      ${description}
+      Absolute path on the host, read by systemd when the service starts
+      (`LoadCredential=`); it is never copied into the Nix store.
+    '';
+  };
+
+  # Options every service has.
+  commonOptions = name: defaultPort: {
+    enable = mkEnableOption "the todoapp ${name} service";
+
+    listenAddress = mkOption {
+      type = types.str;
+      default = "127.0.0.1";
+      example = "0.0.0.0";
+      description = "Address the ${name} socket listens on (systemd socket activation).";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = defaultPort;
+      description = "TCP port the ${name} socket listens on.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Whether to open {option}`port` in the firewall.";
+    };
+
+    allowedClients = mkOption {
+      type = types.nullOr (types.listOf types.str);
+      default = if name == "gateway" then null else [ "localhost" ];
+      defaultText = literalExpression (if name == "gateway" then "null" else ''[ "localhost" ]'');
+      example = [ "192.168.1.3" "10.0.0.0/24" ];
+      description = ''
+        Addresses allowed to connect (`IPAddressAllow=` on the socket, all
+        others are denied); `null` allows everyone.
+      '';
+    };
+
+    logLevel = mkOption {
+      type = types.str;
+      default = "info";
+      example = "info,todoapp=debug";
+      description = "Log filter (`log_level`); logs go to the journal.";
+    };
+
+    tls = {
+      certFile = fileOption "TLS certificate (PEM) the ${name} service presents.";
+      keyFile = fileOption "Private key (PEM) of {option}`tls.certFile`.";
+    };
+
+    settings = mkOption {
+      type = types.submodule { freeformType = settingsFormat.type; };
+      default = { };
+      example = { max_message_bytes = 131072; shutdown_timeout_secs = 20; };
+      description = ''
+        Configuration of the ${name} service, written to a TOML file (see
+        `deploy/systemd/${name}.toml` for the keys). Listening address,
+        TLS and key paths are set from the other options.
+      '';
+    };
+  };
+
+  databaseOptions = name: {
+    url = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      defaultText = lib.literalMD "`${localDbUrl name}` with `database.createLocally`";
+      example = "mysql://todoapp@db.internal:3306/${dbName name}";
+      description = ''
+        Database URL. Required when {option}`services.todoapp.database.createLocally`
+        is false.
+      '';
+    };
+    passwordFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/keys/todoapp/db-password";
+      description = ''
+        File with the database password, passed as credential `db-password`
+        (never copied into the Nix store). Not needed with the local database,
+        which authenticates the system user through its unix socket.
+      '';
+    };
+  };
+
+  backendOptions = name: defaultPort: commonOptions name defaultPort // {
+    tls = (commonOptions name defaultPort).tls // {
+      clientCaFile = fileOption "CA certificate (PEM) that client certificates must chain to (the internal CA of the gateway's client certificate).";
+    };
+    database = databaseOptions name;
+  };
+
+  # Credential name -> file, per service; the config refers to the names.
+  credentials = {
+    gateway = {
+      "tls.crt" = cfg.gateway.tls.certFile;
+      "tls.key" = cfg.gateway.tls.keyFile;
+      "upstream-ca.crt" = cfg.gateway.upstream.caFile;
+      "client.crt" = cfg.gateway.upstream.clientCertFile;
+      "client.key" = cfg.gateway.upstream.clientKeyFile;
+    } // lib.listToAttrs (lib.imap0 (i: f: lib.nameValuePair "jwt-${toString i}.pub" f) cfg.gateway.jwt.publicKeyFiles);
+    user = backendCredentials "user" // { "jwt.key" = cfg.user.jwt.privateKeyFile; };
+    todo = backendCredentials "todo";
+  };
+  backendCredentials = name: {
+    "tls.crt" = cfg.${name}.tls.certFile;
+    "tls.key" = cfg.${name}.tls.keyFile;
+    "client-ca.crt" = cfg.${name}.tls.clientCaFile;
+  } // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) {
+    "db-password" = cfg.${name}.database.passwordFile;
+  };
+
+  # Generated config, checked at build time without reading any key file.
+  configFile = name:
+    let
+      file = settingsFormat.generate "todoapp-${name}.toml" cfg.${name}.settings;
+    in
+    if cfg.validateConfig then
+      pkgs.runCommand "todoapp-${name}-checked.toml" { } ''
+        ${cfg.package}/bin/todoapp-${name} --config ${file} --check-config --no-files
+        ln -s ${file} $out
+      ''
+    else file;
+
+  # A local MariaDB is reached through its unix socket, so the backends can
+  # run without network access (the listening socket comes from systemd).
+  backendOffline = name:
+    cfg.database.createLocally || lib.hasPrefix "sqlite:" (toString cfg.${name}.database.url);
+
+  unitsFor = name:
+    let
+      s = cfg.${name};
+      isBackend = name != "gateway";
+      localDb = isBackend && cfg.database.createLocally;
+    in
+    units.mkUnits {
+      inherit name;
+      execStart = "${cfg.package}/bin/todoapp-${name} --config ${configFile name} serve";
+      listen = [ (hostPort s.listenAddress s.port) ];
+      credentials = credentials.${name};
+      clientAllow = s.allowedClients;
+      networkAllow =
+        if isBackend then [ "localhost" ] ++ cfg.database.allowedAddresses
+        else s.upstream.allowedAddresses;
+      privateNetwork = isBackend && backendOffline name;
+      after = lib.optional localDb "mysql.service";
+      wants = lib.optional localDb "mysql.service";
+    };
+
+  systemdFor = name:
+    let u = unitsFor name; in
+    {
+      sockets."todoapp-${name}" = {
+        inherit (u.socket) wantedBy;
+        unitConfig = u.socket.unit;
+        socketConfig = u.socket.socket;
+      };
+      services."todoapp-${name}" = {
+        unitConfig = u.service.unit;
+        serviceConfig = u.service.service;
+      };
+    };
+
+  commonSettings = name: {
+    listen = mkDefault (hostPort cfg.${name}.listenAddress cfg.${name}.port);
+    log_level = mkDefault cfg.${name}.logLevel;
+    tls = { cert = "tls.crt"; key = "tls.key"; };
+  };
+  backendSettings = name: commonSettings name // {
+    tls = { cert = "tls.crt"; key = "tls.key"; client_ca = "client-ca.crt"; };
+    database = {
+      url = if cfg.${name}.database.url != null then cfg.${name}.database.url else localDbUrl name;
+    } // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) { password_file = "db-password"; };
+  };
+
+  credentialAssertions = name: lib.mapAttrsToList
+    (cred: file: {
+      assertion = lib.hasPrefix "/" file && !lib.hasPrefix "${builtins.storeDir}/" file;
+      message = "services.todoapp.${name}: the file for credential ${cred} (${file}) must be an absolute path outside the Nix store.";
+    })
+    credentials.${name};
+in
+{
+  options.services.todoapp = {
+    package = mkOption {
+      type = types.package;
+      description = "The todoapp package (all binaries). The flake's module sets it to the flake's build.";
+    };
+
+    validateConfig = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Check the generated configuration at build time (`--check-config --no-files`).";
+    };
+
+    database = {
+      createLocally = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Run MariaDB on this host (`services.mysql`) with databases
+          `todoapp_user`/`todoapp_todo` and users `todoapp-user`/`todoapp-todo`
+          authenticated through the unix socket. Otherwise set
+          `database.url` (and `database.passwordFile`) of the backends.
+        '';
+      };
+      allowedAddresses = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "10.0.0.5" ];
+        description = "Addresses of a remote database server the backends may connect to (`IPAddressAllow=`).";
+      };
+    };
+
+    gateway = commonOptions "gateway" 50051 // {
+      upstream = {
+        user = mkOption {
+          type = types.str;
+          default = "https://127.0.0.1:${toString cfg.user.port}";
+          defaultText = literalExpression ''"https://127.0.0.1:''${toString config.services.todoapp.user.port}"'';
+          example = "https://backend.internal:50061";
+          description = "URL of the user service.";
+        };
+        todo = mkOption {
+          type = types.str;
+          default = "https://127.0.0.1:${toString cfg.todo.port}";
+          defaultText = literalExpression ''"https://127.0.0.1:''${toString config.services.todoapp.todo.port}"'';
+          example = "https://backend.internal:50062";
+          description = "URL of the todo service.";
+        };
+        serverName = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "backend";
+          description = "TLS name expected in the backends' certificates, if not the host in the URLs.";
+        };
+        caFile = fileOption "CA certificate (PEM) that signed the backends' certificates.";
+        clientCertFile = fileOption "Client certificate (PEM) the gateway presents to the backends.";
+        clientKeyFile = fileOption "Private key (PEM) of {option}`upstream.clientCertFile`.";
+        allowedAddresses = mkOption {
+          type = types.listOf types.str;
+          default = [ "localhost" ];
+          example = [ "10.0.0.2" ];
+          description = "Addresses the gateway may connect to (`IPAddressAllow=`): the backends.";
+        };
+      };
+      jwt.publicKeyFiles = mkOption {
+        type = types.nonEmptyListOf types.str;
+        example = [ "/run/keys/todoapp/jwt.pub" ];
+        description = ''
+          Ed25519 public keys (PEM) that verify access tokens; list the old
+          and the new key while rotating. Passed as credentials.
+        '';
+      };
+    };
+
+    user = backendOptions "user" 50061 // {
+      jwt.privateKeyFile = fileOption "Ed25519 private key (PKCS#8 PEM) that signs access tokens.";
+    };
+
+    todo = backendOptions "todo" 50062;
+  };
+
+  config = mkIf (enabled != [ ]) (lib.mkMerge [
+    {
+      assertions = lib.concatMap credentialAssertions enabled
+        ++ map
+        (name: {
+          assertion = cfg.database.createLocally || cfg.${name}.database.url != null;
+          message = "services.todoapp.${name}.database.url must be set when services.todoapp.database.createLocally is false.";
+        })
+        enabledBackends;
+
+      users.users = lib.genAttrs (map (n: "todoapp-${n}") enabled) (user: {
+        isSystemUser = true;
+        group = user;
+        description = "todoapp service user";
+      });
+      users.groups = lib.genAttrs (map (n: "todoapp-${n}") enabled) (_: { });
+
+      networking.firewall.allowedTCPPorts =
+        map (n: cfg.${n}.port) (builtins.filter (n: cfg.${n}.openFirewall) enabled);
+
+      systemd = lib.mkMerge (map systemdFor enabled);
+
+      services.todoapp = {
+        gateway.settings = mkIf cfg.gateway.enable (commonSettings "gateway" // {
+          upstream = {
+            inherit (cfg.gateway.upstream) user todo;
+            ca = "upstream-ca.crt";
+            client_cert = "client.crt";
+            client_key = "client.key";
+          } // lib.optionalAttrs (cfg.gateway.upstream.serverName != null) {
+            server_name = cfg.gateway.upstream.serverName;
+          };
+          jwt.public_keys = lib.genList (i: "jwt-${toString i}.pub") (builtins.length cfg.gateway.jwt.publicKeyFiles);
+        });
+        user.settings = mkIf cfg.user.enable (backendSettings "user" // { jwt.private_key = "jwt.key"; });
+        todo.settings = mkIf cfg.todo.enable (backendSettings "todo");
+      };
+    }
+
+    (mkIf (cfg.database.createLocally && enabledBackends != [ ]) {
+      services.mysql = {
+        enable = true;
+        package = mkDefault pkgs.mariadb;
+        ensureDatabases = map dbName enabledBackends;
+        ensureUsers = map
+          (name: {
+            name = "todoapp-${name}";
+            ensurePermissions."${dbName name}.*" = "ALL PRIVILEGES";
+          })
+          enabledBackends;
+      };
+    })
+  ]);
+}
