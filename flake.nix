@@ -1,0 +1,69 @@
+{
+  description = "todoapp: gRPC todo backend (gateway, user and todo services)";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixpkgs-unstable";
+
+  outputs = { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      built = forAllSystems (pkgs: import ./nixos-modules/packages.nix { inherit pkgs; });
+    in
+    {
+      packages = lib.mapAttrs (_: p: removeAttrs p [ "checks" ]) built;
+
+      apps = forAllSystems (pkgs: {
+        default = {
+          type = "app";
+          program = lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.todoapp-stack;
+          meta.description = "Run the whole stack locally (todoapp-stack, MariaDB on PATH)";
+        };
+      });
+
+      nixosModules = {
+        todoapp = { lib, pkgs, ... }: {
+          imports = [ ./nixos-modules/todoapp.nix ];
+          services.todoapp.package =
+            lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+        };
+        default = self.nixosModules.todoapp;
+      };
+
+      checks = forAllSystems (pkgs:
+        let
+          system = pkgs.stdenv.hostPlatform.system;
+          args = {
+            inherit pkgs;
+            module = self.nixosModules.todoapp;
+            package = self.packages.${system}.default;
+          };
+        in
+        {
+          inherit (self.packages.${system}) default todoapp-stack oci-gateway oci-user oci-todo;
+          inherit (built.${system}.checks) clippy imageClosureCheck;
+          vm-single-node = import ./vm-tests/single-node.nix args;
+          vm-multi-node = import ./vm-tests/multi-node.nix args;
+        });
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          packages = with pkgs; [
+            cargo
+            rustc
+            clippy
+            rustfmt
+            rust-analyzer
+            cmake
+            mariadb
+            grpcurl
+            openssl
+            nixpkgs-fmt
+            deadnix
+          ];
+        };
+      });
+
+      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+    };
+}
