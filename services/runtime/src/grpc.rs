@@ -130,20 +130,29 @@ impl<B: Body> Body for EdgeBody<B> {
     }
 }
 
-/// Maps OUT_OF_RANGE to RESOURCE_EXHAUSTED in place (our services never
-/// raise OUT_OF_RANGE themselves: only tonic's size limit does) and returns
-/// the final code, if the map carries one.
+/// Corrects two codes tonic raises before a handler runs, in place, and
+/// returns the final code, if the map carries one:
+/// - OUT_OF_RANGE (only tonic's size limit raises it; our services never
+///   do) becomes RESOURCE_EXHAUSTED;
+/// - INTERNAL for an undecodable request message becomes INVALID_ARGUMENT:
+///   the client sent bad input, nothing broke.
 fn rewrite_status(map: &mut HeaderMap) -> Option<Code> {
     let value = map.get(GRPC_STATUS)?;
-    let mut code = Code::from_bytes(value.as_bytes());
-    if code == Code::OutOfRange {
-        code = Code::ResourceExhausted;
-        map.insert(
-            GRPC_STATUS,
-            HeaderValue::from(Code::ResourceExhausted as i32),
-        );
-    }
+    let code = match Code::from_bytes(value.as_bytes()) {
+        Code::OutOfRange => Code::ResourceExhausted,
+        Code::Internal if is_decode_failure(map) => Code::InvalidArgument,
+        unchanged => return Some(unchanged),
+    };
+    map.insert(GRPC_STATUS, HeaderValue::from(code as i32));
     Some(code)
+}
+
+fn is_decode_failure(map: &HeaderMap) -> bool {
+    // prost's DecodeError text, percent-encoded in grpc-message.
+    map.get("grpc-message").is_some_and(|m| {
+        let m = m.as_bytes();
+        m.starts_with(b"failed%20to%20decode%20Protobuf") || m.starts_with(b"failed to decode Protobuf")
+    })
 }
 
 /// One call's log line; written when the status is known, or as CANCELLED
@@ -193,5 +202,16 @@ mod tests {
         assert_eq!(rewrite_status(&mut ok), Some(Code::NotFound));
         assert_eq!(ok[GRPC_STATUS], "5");
         assert_eq!(rewrite_status(&mut HeaderMap::new()), None);
+
+        let mut decode = HeaderMap::new();
+        decode.insert(GRPC_STATUS, HeaderValue::from_static("13"));
+        decode.insert("grpc-message", HeaderValue::from_static("failed%20to%20decode%20Protobuf%20message"));
+        assert_eq!(rewrite_status(&mut decode), Some(Code::InvalidArgument));
+        assert_eq!(decode[GRPC_STATUS], "3");
+
+        let mut internal = HeaderMap::new();
+        internal.insert(GRPC_STATUS, HeaderValue::from_static("13"));
+        internal.insert("grpc-message", HeaderValue::from_static("internal%20error"));
+        assert_eq!(rewrite_status(&mut internal), Some(Code::Internal));
     }
 }

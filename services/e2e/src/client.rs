@@ -1,0 +1,72 @@
+//! Connecting to a deployment's gateway the way any client would.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::Request;
+
+/// Where the gateway is and how to trust it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `HOST:PORT`.
+    pub gateway: String,
+    /// PEM file of the CA that signed the gateway's certificate.
+    pub ca: std::path::PathBuf,
+    /// Name to verify in the certificate when it differs from HOST.
+    pub server_name: Option<String>,
+}
+
+impl Target {
+    /// Reads `stack.json` written by `todoapp-stack`.
+    pub fn from_stack_json(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let field = |name: &str| {
+            json.get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{}: no `{name}`", path.display()))
+        };
+        Ok(Self {
+            gateway: field("gateway")?,
+            ca: field("ca_cert")?.into(),
+            server_name: None,
+        })
+    }
+}
+
+/// A new HTTP/2 connection to the gateway (TLS, verified against the CA).
+pub async fn connect(target: &Target) -> Result<Channel, String> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = std::fs::read(&target.ca).map_err(|e| format!("{}: {e}", target.ca.display()))?;
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some(name) = &target.server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Endpoint::from_shared(format!("https://{}", target.gateway))
+        .map_err(|e| format!("bad gateway address {}: {e}", target.gateway))?
+        .tls_config(tls)
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e:?}", target.gateway))
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> Request<T> {
+    with_authorization(message, &format!("Bearer {token}"))
+}
+
+/// `message` with a raw `authorization` value.
+pub fn with_authorization<T>(message: T, value: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Ok(value) = MetadataValue::try_from(value) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
