@@ -76,6 +76,18 @@ if command -v python3 >/dev/null && python3 -c 'import tomllib' 2>/dev/null; the
   echo "example configs parse and use the units' credentials"
 fi
 
+echo "== sysusers.d"
+mkdir -p "$tmp/root/etc"
+: >"$tmp/root/etc/passwd"
+: >"$tmp/root/etc/group"
+systemd-sysusers --root="$tmp/root" "$PWD/deploy/systemd/todoapp.sysusers.conf" >/dev/null 2>&1 ||
+  fail "systemd-sysusers rejects deploy/systemd/todoapp.sysusers.conf"
+for svc in gateway user todo; do
+  grep -q "^todoapp-$svc:" "$tmp/root/etc/passwd" || fail "sysusers.d does not create todoapp-$svc"
+  grep -q "^User=todoapp-$svc$" "deploy/systemd/todoapp-$svc.service" || fail "todoapp-$svc.service runs as another user"
+done
+echo "sysusers.d creates the service users"
+
 echo "== systemd-analyze verify"
 # verify wants ExecStart= to exist: check a copy rendered with stub binaries.
 mkdir -p "$tmp/bin"
@@ -110,4 +122,4 @@ $report"
 done
 ((bad == 0)) || fail "exposure above limit"
 echo "check-units: all checks passed"
-echo "check-units: 5 passed, 0 failed"
+echo "check-units: 6 passed, 0 failed"
