@@ -1,0 +1,174 @@
+//! `todoapp-stack` as a newcomer runs it, with `todoapp-e2e` against it:
+//! SQLite and MariaDB, persistence across restarts, clean stop, restarts of
+//! crashed services.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{bin, Proc};
+use todoapp_api::{CreateToDoReq, LoginReq, RegisterReq, ToDoEntry};
+use todoapp_e2e::client::{authed, connect};
+use todoapp_e2e::scenarios::Ctx;
+use todoapp_e2e::Target;
+
+struct Stack {
+    proc: Proc,
+    target: Target,
+}
+
+fn start_stack(state: &Path, database: &str) -> Stack {
+    let _ = std::fs::remove_file(state.join("stack.json"));
+    let mut cmd = Command::new(bin("todoapp-stack"));
+    cmd.arg("--state-dir").arg(state).args(["--listen", "127.0.0.1:0", "--database", database]);
+    let mut proc = Proc::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let json = state.join("stack.json");
+    while !json.exists() {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("todoapp-stack exited early ({status}); log:\n{}", proc.log());
+        }
+        assert!(Instant::now() < deadline, "stack.json not written; log:\n{}", proc.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let target = Target::from_stack_json(&json).expect("stack.json");
+    assert!(target.ca.is_absolute(), "ca_cert must be absolute");
+    Stack { proc, target }
+}
+
+fn stop_stack(mut stack: Stack, state: &Path) {
+    stack.proc.signal(libc::SIGTERM);
+    let status = stack.proc.wait(Duration::from_secs(60));
+    assert!(status.success(), "stack exit {status}; log:\n{}", stack.proc.log());
+    assert!(!state.join("stack.json").exists(), "stack.json left behind");
+}
+
+fn run_e2e(target: &Target) {
+    let out = Command::new(env!("CARGO_BIN_EXE_todoapp-e2e"))
+        .args(["--gateway", &target.gateway, "--ca"])
+        .arg(&target.ca)
+        .output()
+        .expect("run todoapp-e2e");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(out.status.success(), "todoapp-e2e failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let passed: usize = last.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert_eq!(last, format!("{passed} passed, 0 failed"));
+    assert_eq!(passed, todoapp_e2e::scenarios::all().len(), "not every scenario ran");
+}
+
+/// Registers a user with one entry; returns (username, password, entry id).
+async fn seed(target: &Target, title: &str) -> (String, String, i32) {
+    let ctx = Ctx::new(connect(target).await.expect("connect"));
+    let account = ctx.account().await.expect("account");
+    let id = ctx.create(&account.token, title, "persisted").await.expect("create");
+    (account.username, account.password, id)
+}
+
+async fn still_there(target: &Target, user: &(String, String, i32), title: &str) {
+    let ctx = Ctx::new(connect(target).await.expect("connect"));
+    let login = ctx
+        .users()
+        .login(LoginReq { username: user.0.clone(), password: user.1.clone() })
+        .await
+        .expect("login after restart")
+        .into_inner();
+    let entry = ctx.get(&login.jwt_token, user.2).await.expect("entry after restart");
+    assert_eq!(entry.title, title);
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_stack_passes_e2e_persists_and_stops_cleanly() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack(state.path(), "sqlite");
+    let pki = state.path().join("pki");
+    for key in ["gateway.key", "user.key", "todo.key", "gateway-client.key", "jwt-ed25519.key"] {
+        assert_eq!(mode(&pki.join(key)), 0o600, "{key} must be private");
+    }
+    let ca_before = std::fs::read(pki.join("ca.crt")).expect("ca");
+
+    run_e2e(&stack.target);
+    let user = seed(&stack.target, "survives restarts").await;
+    stop_stack(stack, state.path());
+
+    let stack = start_stack(state.path(), "sqlite");
+    assert_eq!(std::fs::read(pki.join("ca.crt")).expect("ca"), ca_before, "PKI must be reused");
+    still_there(&stack.target, &user, "survives restarts").await;
+    stop_stack(stack, state.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_stack_passes_e2e_and_persists() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack(state.path(), "mariadb");
+    assert!(state.path().join("mariadb/data").is_dir(), "MariaDB data must live in the state dir");
+    run_e2e(&stack.target);
+    let user = seed(&stack.target, "in mariadb").await;
+    stop_stack(stack, state.path());
+
+    let stack = start_stack(state.path(), "mariadb");
+    still_there(&stack.target, &user, "in mariadb").await;
+    stop_stack(stack, state.path());
+}
+
+fn pid_of_service(config: &Path) -> Option<i32> {
+    let needle = config.display().to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.first().is_some_and(|a| a.ends_with("todoapp-todo")) && args.iter().any(|a| a == &needle) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stack_restarts_a_crashed_service_and_refuses_a_second_instance() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack(state.path(), "sqlite");
+
+    // A second stack on the same state dir must refuse to start.
+    let second = Command::new(bin("todoapp-stack"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("second stack");
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another todoapp-stack"));
+
+    let ctx = Ctx::new(connect(&stack.target).await.expect("connect"));
+    let account = ctx.account().await.expect("account");
+    let config = std::fs::canonicalize(state.path()).expect("canon").join("run/todo.toml");
+    let pid = pid_of_service(&config).expect("todo service pid");
+    // SAFETY: kill(2) on a process this test's stack started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let item = ToDoEntry { title: "after crash".into(), ..Default::default() };
+        match ctx.todos().create_to_do(authed(CreateToDoReq { item: Some(item) }, &account.token)).await {
+            Ok(_) => break,
+            Err(status) => assert!(Instant::now() < deadline, "todo service not back: {status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new_pid = pid_of_service(&config).expect("restarted todo service");
+    assert_ne!(new_pid, pid);
+    // Registration still works too.
+    ctx.users()
+        .register(RegisterReq { username: ctx.unique("late"), password: "password1".into(), email: format!("{}@example.org", ctx.unique("late")) })
+        .await
+        .expect("register");
+    stop_stack(stack, state.path());
+}

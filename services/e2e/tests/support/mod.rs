@@ -1,0 +1,201 @@
+//! Helpers for the system tests: real binaries as real processes, a dev
+//! PKI, clients with or without the internal client certificate.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use todoapp_devkit::pki::{self, files};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub fn bin(name: &str) -> PathBuf {
+    todoapp_devkit::bins::locate(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A temporary directory with a fresh development PKI in `pki/`.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pki::ensure(&dir.path().join("pki"), &[]).expect("dev PKI");
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pki(&self, name: &str) -> String {
+        self.dir.path().join("pki").join(name).display().to_string()
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).expect("write file");
+        path
+    }
+
+    pub fn todo_config(&self, listen: SocketAddr, db_url: &str, extra: &str) -> PathBuf {
+        self.write(
+            "todo.toml",
+            &format!(
+                "listen = \"{listen}\"\n{extra}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[database]\nurl = \"{db_url}\"\n",
+                self.pki(files::TODO_CERT),
+                self.pki(files::TODO_KEY),
+                self.pki(files::INTERNAL_CA_CERT)
+            ),
+        )
+    }
+
+    pub fn user_config(&self, listen: SocketAddr, db_url: &str, extra_top: &str, argon2: &str) -> PathBuf {
+        self.write(
+            "user.toml",
+            &format!(
+                "listen = \"{listen}\"\n{extra_top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[database]\nurl = \"{db_url}\"\n[jwt]\nprivate_key = \"{}\"\n[argon2]\n{argon2}\n",
+                self.pki(files::USER_CERT),
+                self.pki(files::USER_KEY),
+                self.pki(files::INTERNAL_CA_CERT),
+                self.pki(files::JWT_PRIVATE_KEY)
+            ),
+        )
+    }
+
+    pub fn gateway_config(&self, listen: SocketAddr, user: SocketAddr, todo: SocketAddr, extra_top: &str) -> PathBuf {
+        self.write(
+            "gateway.toml",
+            &format!(
+                "listen = \"{listen}\"\n{extra_top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[upstream]\nuser = \"https://{user}\"\ntodo = \"https://{todo}\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n[jwt]\npublic_keys = [\"{}\"]\n",
+                self.pki(files::GATEWAY_CERT),
+                self.pki(files::GATEWAY_KEY),
+                self.pki(files::INTERNAL_CA_CERT),
+                self.pki(files::GATEWAY_CLIENT_CERT),
+                self.pki(files::GATEWAY_CLIENT_KEY),
+                self.pki(files::JWT_PUBLIC_KEY)
+            ),
+        )
+    }
+
+    /// A channel to a backend, presenting the gateway's client certificate
+    /// (or none).
+    pub async fn backend_channel(&self, addr: SocketAddr, with_client_cert: bool) -> Result<Channel, tonic::transport::Error> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let ca = std::fs::read(self.pki(files::INTERNAL_CA_CERT)).expect("ca");
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+        if with_client_cert {
+            let cert = std::fs::read(self.pki(files::GATEWAY_CLIENT_CERT)).expect("cert");
+            let key = std::fs::read(self.pki(files::GATEWAY_CLIENT_KEY)).expect("key");
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Endpoint::from_shared(format!("https://{addr}"))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tls")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+    }
+
+    pub fn gateway_target(&self, addr: SocketAddr) -> todoapp_e2e::Target {
+        todoapp_e2e::Target {
+            gateway: addr.to_string(),
+            ca: self.pki(files::CA_CERT).into(),
+            server_name: Some("localhost".into()),
+        }
+    }
+}
+
+/// A free loopback port (bound and released; fine for tests).
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A service process whose stderr is collected for assertions.
+pub struct Proc {
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn service");
+        let log = Arc::new(Mutex::new(String::new()));
+        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    eprintln!("  | {line}");
+                    if let Ok(mut log) = log.lock() {
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                }
+            });
+        }
+        Self { child, log }
+    }
+
+    pub fn service(name: &str, config: &Path) -> Self {
+        let mut cmd = Command::new(bin(&format!("todoapp-{name}")));
+        cmd.arg("--config").arg(config);
+        Self::spawn(cmd)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit within {limit:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < deadline, "`{needle}` not logged within {limit:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Retries `connect` until the port accepts TCP connections.
+pub fn wait_for_port(addr: SocketAddr, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} not listening within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
