@@ -60,8 +60,14 @@ where
     }
     let prefix = format!("TODOAPP_{}_", service.to_ascii_uppercase());
     figment = figment.merge(Env::prefixed(&prefix).split("__"));
+    // Errors in the keys every service flattens into its top level (the
+    // ServerSettings) lose their key path through serde's flatten;
+    // extracting those settings alone first keeps it.
     figment
-        .extract()
+        .extract::<ServerSettings>()
+        .map_err(|e| ConfigError::Parse(one_line(&e)))?;
+    figment
+        .extract::<T>()
         .map_err(|e| ConfigError::Parse(one_line(&e)))
 }
 
