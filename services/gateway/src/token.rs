@@ -100,3 +100,157 @@ impl TokenVerifier {
         Ok(user.hyphenated().to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    const SUB: &str = "6f1c7d7e-8a51-4b8e-9d33-1e2f3a4b5c6d";
+
+    struct Keys {
+        _dir: tempfile::TempDir,
+        signers: Vec<(String, EncodingKey, Vec<u8>)>,
+        verifier: TokenVerifier,
+    }
+
+    /// `n` Ed25519 key pairs; the verifier trusts all of them.
+    fn keys(n: usize) -> Keys {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut signers = Vec::new();
+        let mut public_keys = Vec::new();
+        for i in 0..n {
+            let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("keypair");
+            let public_pem = pair.public_key_pem();
+            let path = dir.path().join(format!("k{i}.pub"));
+            std::fs::write(&path, &public_pem).expect("write");
+            public_keys.push(path);
+            let signing = todoapp_auth::SigningKey::from_pkcs8_pem(pair.serialize_pem().as_bytes()).expect("signing key");
+            signers.push((signing.kid, signing.encoding, public_pem.into_bytes()));
+        }
+        let settings = JwtVerifySettings {
+            public_keys,
+            issuer: "todoapp".into(),
+            audience: "todoapp".into(),
+            max_lifetime_secs: 3600,
+            leeway_secs: 60,
+        };
+        Keys { _dir: dir, signers, verifier: TokenVerifier::load(&settings).expect("verifier") }
+    }
+
+    fn now() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+    }
+
+    fn claims() -> Value {
+        json!({"sub": SUB, "iat": now(), "exp": now() + 600, "iss": "todoapp", "aud": "todoapp"})
+    }
+
+    fn sign(keys: &Keys, which: usize, claims: &Value) -> String {
+        let (kid, key, _) = &keys.signers[which];
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, claims, key).expect("sign")
+    }
+
+    fn check(keys: &Keys, token: &str) -> Result<String, TokenError> {
+        keys.verifier.verify(Some(format!("Bearer {token}").as_bytes()))
+    }
+
+    #[test]
+    fn accepts_valid_tokens_bare_or_bearer() {
+        let k = keys(1);
+        let token = sign(&k, 0, &claims());
+        assert_eq!(check(&k, &token).as_deref(), Ok(SUB));
+        assert_eq!(k.verifier.verify(Some(token.as_bytes())).as_deref(), Ok(SUB));
+        assert_eq!(k.verifier.verify(Some(format!("bearer  {token} ").as_bytes())).as_deref(), Ok(SUB));
+        assert_eq!(k.verifier.verify(None), Err(TokenError::Missing));
+        assert_eq!(k.verifier.verify(Some(format!("Basic {token}").as_bytes())), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn rotation_accepts_every_configured_key_and_no_other() {
+        let k = keys(2);
+        for which in 0..2 {
+            assert!(check(&k, &sign(&k, which, &claims())).is_ok(), "key {which}");
+        }
+        let stranger = keys(1);
+        assert_eq!(check(&k, &sign(&stranger, 0, &claims())), Err(TokenError::UnknownKey));
+        // A known kid with another key's signature fails the signature check.
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(k.signers[0].0.clone());
+        let forged = jsonwebtoken::encode(&header, &claims(), &stranger.signers[0].1).expect("sign");
+        assert_eq!(check(&k, &forged), Err(TokenError::Rejected));
+        let no_kid = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims(), &k.signers[0].1).expect("sign");
+        assert_eq!(check(&k, &no_kid), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn time_claims_with_sixty_seconds_leeway() {
+        let k = keys(1);
+        let with = |field: &str, value: Value| {
+            let mut c = claims();
+            c[field] = value;
+            check(&k, &sign(&k, 0, &c))
+        };
+        assert_eq!(with("exp", json!(now() - 120)), Err(TokenError::Rejected));
+        assert!(with("exp", json!(now() - 30)).is_ok(), "within leeway");
+        assert_eq!(with("nbf", json!(now() + 120)), Err(TokenError::Rejected));
+        assert!(with("nbf", json!(now() + 30)).is_ok(), "within leeway");
+        assert_eq!(with("iat", json!(now() + 120)), Err(TokenError::Rejected));
+        let mut long = claims();
+        long["exp"] = json!(now() + 7200);
+        assert_eq!(check(&k, &sign(&k, 0, &long)), Err(TokenError::TooLongLived));
+    }
+
+    #[test]
+    fn issuer_audience_subject_and_required_claims() {
+        let k = keys(1);
+        for (field, value) in [("iss", json!("someone-else")), ("aud", json!("other-app")), ("sub", json!("not-a-uuid"))] {
+            let mut c = claims();
+            c[field] = value;
+            assert_eq!(check(&k, &sign(&k, 0, &c)), Err(TokenError::Rejected), "{field}");
+        }
+        for field in ["sub", "exp", "iat", "iss", "aud"] {
+            let mut c = claims();
+            c.as_object_mut().expect("object").remove(field);
+            assert!(check(&k, &sign(&k, 0, &c)).is_err(), "missing {field} accepted");
+        }
+    }
+
+    #[test]
+    fn algorithm_is_pinned() {
+        let k = keys(1);
+        let (kid, _, public_pem) = &k.signers[0];
+        // HMAC keyed with the (public) verification key: the classic confusion attack.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid.clone());
+        let hmac = jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(public_pem)).expect("sign");
+        assert_eq!(check(&k, &hmac), Err(TokenError::Rejected));
+
+        use base64::Engine;
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let none = format!("{}.{}.", b64(&json!({"alg": "none", "kid": kid})), b64(&claims()));
+        assert!(check(&k, &none).is_err());
+    }
+
+    #[test]
+    fn tampering_and_oversize_are_refused() {
+        let k = keys(1);
+        let token = sign(&k, 0, &claims());
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        use base64::Engine;
+        let mut other = claims();
+        other["sub"] = json!("11111111-1111-4111-8111-111111111111");
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(other.to_string());
+        assert_eq!(check(&k, &parts.join(".")), Err(TokenError::Rejected));
+        assert_eq!(check(&k, &format!("{token}x")), Err(TokenError::Rejected));
+        let big = format!("Bearer {token}{}", " ".repeat(MAX_AUTHORIZATION_BYTES));
+        assert_eq!(k.verifier.verify(Some(big.as_bytes())), Err(TokenError::TooLong));
+        for junk in [&b"\xff\xfe"[..], b"", b"a.b", b"...."] {
+            assert!(k.verifier.verify(Some(junk)).is_err());
+        }
+    }
+}

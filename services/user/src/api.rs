@@ -80,3 +80,101 @@ impl<S: UserStore> User for UserApi<S> {
         Ok(Response::new(RegisterRsp {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+    use std::sync::Mutex;
+
+    use todoapp_db::StoreError;
+
+    use super::*;
+    use crate::config::{Argon2Settings, JwtSettings};
+    use crate::store::Credentials;
+
+    #[derive(Default)]
+    struct MemoryStore(Mutex<HashMap<String, NewUser>>);
+
+    impl UserStore for MemoryStore {
+        async fn insert(&self, user: &NewUser) -> Result<(), StoreError> {
+            let mut users = self.0.lock().map_err(|_| StoreError::Internal("poisoned".into()))?;
+            if users.values().any(|u| u.email == user.email) {
+                return Err(StoreError::Conflict("users.email".into()));
+            }
+            if users.contains_key(&user.username) {
+                return Err(StoreError::Conflict("users.username".into()));
+            }
+            users.insert(user.username.clone(), user.clone());
+            Ok(())
+        }
+
+        async fn credentials(&self, username: &str) -> Result<Option<Credentials>, StoreError> {
+            let users = self.0.lock().map_err(|_| StoreError::Internal("poisoned".into()))?;
+            Ok(users.get(username).map(|u| Credentials { id: u.id.clone(), password_hash: u.password_hash.clone() }))
+        }
+    }
+
+    fn api(dir: &std::path::Path) -> UserApi<MemoryStore> {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("keypair");
+        let key = dir.join("jwt.key");
+        std::fs::write(&key, pair.serialize_pem()).expect("write");
+        let jwt = JwtSettings { private_key: key, issuer: "todoapp".into(), audience: "todoapp".into(), lifetime_secs: 3600 };
+        let argon2 = Argon2Settings { memory_kib: 1024, iterations: 1, parallelism: 1, max_concurrent_hashes: 2 };
+        UserApi::new(MemoryStore::default(), Hasher::new(&argon2).expect("hasher"), TokenIssuer::load(&jwt).expect("issuer"))
+    }
+
+    fn register_req(name: &str) -> RegisterReq {
+        RegisterReq { username: name.into(), password: "password1".into(), email: format!("{name}@example.org") }
+    }
+
+    #[tokio::test]
+    async fn both_login_failures_cost_exactly_one_verification() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = api(dir.path());
+        UserApi::register(&api, register_req("ann")).await.expect("register");
+        let verifications = || api.hasher.stats().verifications.load(Ordering::SeqCst);
+
+        let before = verifications();
+        let unknown = UserApi::login(&api, LoginReq { username: "nobody".into(), password: "password1".into() }).await;
+        assert!(matches!(unknown, Err(UserError::BadCredentials)));
+        assert_eq!(verifications() - before, 1, "unknown user must still verify once");
+
+        let before = verifications();
+        let wrong = UserApi::login(&api, LoginReq { username: "ann".into(), password: "password2".into() }).await;
+        assert!(matches!(wrong, Err(UserError::BadCredentials)));
+        assert_eq!(verifications() - before, 1);
+
+        let before = verifications();
+        let malformed = UserApi::login(&api, LoginReq { username: String::new(), password: "x".into() }).await;
+        assert!(matches!(malformed, Err(UserError::BadCredentials)));
+        assert_eq!(verifications() - before, 1);
+
+        let ok = UserApi::login(&api, LoginReq { username: "ann".into(), password: "password1".into() }).await.expect("login");
+        assert!(ok.expiration.ends_with('Z'));
+    }
+
+    #[tokio::test]
+    async fn stored_hash_is_argon2id_and_never_the_password() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = api(dir.path());
+        UserApi::register(&api, register_req("bob")).await.expect("register");
+        let stored = api.store.0.lock().expect("lock").get("bob").expect("stored").password_hash.clone();
+        assert!(stored.starts_with("$argon2id$v=19$"), "{stored}");
+        assert!(!stored.contains("password1"));
+    }
+
+    #[tokio::test]
+    async fn invalid_registration_stores_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = api(dir.path());
+        let mut bad = register_req("carl");
+        bad.email = "broken".into();
+        assert!(matches!(UserApi::register(&api, bad).await, Err(UserError::InvalidArgument { field: "email", .. })));
+        assert!(api.store.0.lock().expect("lock").is_empty());
+        UserApi::register(&api, register_req("carl")).await.expect("register");
+        let mut dup = register_req("carl2");
+        dup.email = "carl@example.org".into();
+        assert!(matches!(UserApi::register(&api, dup).await, Err(UserError::AlreadyExists("email"))));
+    }
+}

@@ -1,5 +1,6 @@
 //! argon2id hashing, off the async runtime and bounded in concurrency.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -23,6 +24,15 @@ pub struct Hasher {
     /// Verified against when the user does not exist, so both login
     /// failures cost one verification.
     dummy_hash: Arc<str>,
+    stats: Arc<HashStats>,
+}
+
+/// Counters that make the hashing policy observable (and testable).
+#[derive(Debug, Default)]
+pub struct HashStats {
+    pub verifications: AtomicUsize,
+    in_flight: AtomicUsize,
+    pub peak_in_flight: AtomicUsize,
 }
 
 impl Hasher {
@@ -41,6 +51,7 @@ impl Hasher {
             argon2,
             permits: Arc::new(Semaphore::new(permits)),
             dummy_hash: dummy_hash.into(),
+            stats: Arc::default(),
         })
     }
 
@@ -63,6 +74,7 @@ impl Hasher {
         let argon2 = self.argon2.clone();
         let exists = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        self.stats.verifications.fetch_add(1, Ordering::Relaxed);
         self.run_blocking(move || {
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| UserError::Internal(format!("stored hash unreadable: {e}")))?;
@@ -81,9 +93,20 @@ impl Hasher {
             .acquire()
             .await
             .map_err(|_| UserError::Internal("hasher closed".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| UserError::Internal(format!("hashing task failed: {e}")))?
+        let stats = self.stats.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            stats.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+            let result = work();
+            stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+            result
+        })
+        .await
+        .map_err(|e| UserError::Internal(format!("hashing task failed: {e}")))?
+    }
+
+    pub fn stats(&self) -> &HashStats {
+        &self.stats
     }
 }
 
@@ -103,6 +126,23 @@ mod tests {
         assert!(hasher.verify(Some(phc.clone()), "correct horse".into()).await.expect("verify"));
         assert!(!hasher.verify(Some(phc), "correct horsf".into()).await.expect("verify"));
         assert!(!hasher.verify(None, "timing-equaliser".into()).await.expect("verify"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_hashes_are_bounded() {
+        let settings = Argon2Settings { max_concurrent_hashes: 2, ..cheap() };
+        let hasher = Hasher::new(&settings).expect("hasher");
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash(format!("password{i}")).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("join").expect("hash");
+        }
+        let peak = hasher.stats().peak_in_flight.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&peak), "peak {peak}");
     }
 
     #[test]
