@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Every check and test of todoapp, as CI runs them. On Debian/Ubuntu it
+# installs what the tests need (MariaDB, systemd tools, debootstrap, Nix's
+# parser) when missing. Needs root for apt and for the container test; as
+# another user it uses sudo for those steps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo -E env "PATH=$PATH" "$@"; fi
+}
+step() { printf '\n==> %s\n' "$*"; }
+
+missing=()
+command -v mariadbd >/dev/null || missing+=(mariadb-server)
+command -v systemd-socket-activate >/dev/null || missing+=(systemd)
+command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
+command -v jq >/dev/null || missing+=(jq)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's mariadb-server package starts a system-wide server; the tests
+# start their own and do not need it.
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, store, system and end-to-end tests; real MariaDB, real processes)"
+# The system tests run the service binaries, so build them all first.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked --no-fail-fast
+
+step "systemd units: up to date, verify, security scores"
+as_root bash scripts/check-units.sh
+
+step "Nix: parse, format, dead code, builtins-only evaluation, flake.lock"
+bash scripts/check-nix.sh
+
+step "release build and the container test under a real systemd"
+cargo build --release --locked -p todoapp-gateway -p todoapp-user -p todoapp-todo -p todoapp-e2e
+as_root bash scripts/container-test.sh
+
+step "all checks passed"
