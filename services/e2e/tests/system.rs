@@ -343,3 +343,81 @@ fn ready_is_sent_only_once_the_database_is_migrated() {
     let mut buf = [0u8; 256];
     assert!(notify.recv(&mut buf).is_err(), "READY sent without a database");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_reports_not_serving_then_exits_after_the_drain_deadline() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let ws = Workspace::new();
+    let addr = free_addr();
+    let config = ws.todo_config(addr, &format!("sqlite://{}", ws.path().join("todo.db").display()), "shutdown_timeout_secs = 2");
+    let mut todo = Proc::service("todo", &config);
+    wait_for_port(addr, Duration::from_secs(30));
+    let channel = ws.backend_channel(addr, true).await.expect("connect");
+    // A Watch stream never ends by itself: it is the in-flight call here.
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest { service: "ToDo".into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("stream").expect("status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    todo.signal(libc::SIGTERM);
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.expect("status change in time");
+    assert_eq!(next.expect("stream").expect("status").status, ServingStatus::NotServing as i32);
+    let started = Instant::now();
+    let status = todo.wait(Duration::from_secs(10));
+    assert!(status.success(), "exit {status}");
+    assert!(started.elapsed() < Duration::from_secs(5), "drain deadline not applied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watchdog_is_fed_only_while_the_database_works() {
+    let ws = Workspace::new();
+    let base = ws.path().join("mariadb");
+    let server = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || MariaDb::start(&base)
+    })
+    .await
+    .expect("join")
+    .expect("private MariaDB (install mariadb-server)");
+    let url = server.create_database("todo_watchdog").await.expect("database");
+    let (notify, notify_path) = notify_socket(&ws);
+    notify.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let config = ws.todo_config(free_addr(), &url, "");
+    let mut cmd = Command::new(bin("todoapp-todo"));
+    cmd.arg("--config").arg(&config).env("NOTIFY_SOCKET", &notify_path).env("WATCHDOG_USEC", "600000");
+    let _todo = Proc::spawn(cmd);
+
+    let mut buf = [0u8; 4096];
+    let mut receive = || notify.recv(&mut buf).ok().map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    let mut watchdog_pings = |window: Duration| {
+        let deadline = Instant::now() + window;
+        let mut pings = 0;
+        while Instant::now() < deadline {
+            if receive().is_some_and(|m| m.lines().any(|l| l == "WATCHDOG=1")) {
+                pings += 1;
+            }
+        }
+        pings
+    };
+    assert!(watchdog_pings(Duration::from_secs(2)) >= 2, "watchdog not fed while healthy");
+
+    tokio::task::spawn_blocking(move || drop(server)).await.expect("stop MariaDB");
+    // Connections already in the pool may take a moment to notice.
+    let _ = watchdog_pings(Duration::from_secs(2));
+    assert_eq!(watchdog_pings(Duration::from_secs(3)), 0, "watchdog fed without a database");
+
+    let server = tokio::task::spawn_blocking(move || MariaDb::start(&base)).await.expect("join").expect("restart");
+    let mut resumed = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while resumed == 0 && Instant::now() < deadline {
+        resumed = watchdog_pings(Duration::from_secs(1));
+    }
+    assert!(resumed > 0, "watchdog not resumed after the database came back");
+    tokio::task::spawn_blocking(move || drop(server)).await.expect("stop");
+}

@@ -27,11 +27,11 @@ use crate::store::SqlUserStore;
 
 pub struct UserService;
 
-async fn open_store(config: &UserConfig) -> Result<SqlUserStore, BoxError> {
+async fn open_store(config: &UserConfig) -> Result<(todoapp_db::Pool, SqlUserStore), BoxError> {
     let pool = todoapp_db::connect(&config.database).await?;
-    let store = SqlUserStore::new(pool);
+    let store = SqlUserStore::new(pool.clone());
     store.migrate().await?;
-    Ok(store)
+    Ok((pool, store))
 }
 
 impl Service for UserService {
@@ -48,7 +48,8 @@ impl Service for UserService {
     }
 
     async fn migrate(config: UserConfig) -> Result<(), BoxError> {
-        open_store(&config).await?;
+        let (pool, _) = open_store(&config).await?;
+        pool.close().await;
         tracing::info!("user database migrated");
         Ok(())
     }
@@ -57,9 +58,7 @@ impl Service for UserService {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let issuer = TokenIssuer::load(&config.jwt)?;
         let hasher = Hasher::new(&config.argon2)?;
-        let pool = todoapp_db::connect(&config.database).await?;
-        let store = SqlUserStore::new(pool.clone());
-        store.migrate().await?;
+        let (pool, store) = open_store(&config).await?;
 
         let limit = config.server.max_message_bytes;
         let user = UserServer::new(UserApi::new(store, hasher, issuer))
