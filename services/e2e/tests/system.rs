@@ -389,8 +389,16 @@ async fn watchdog_is_fed_only_while_the_database_works() {
     let (notify, notify_path) = notify_socket(&ws);
     notify.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
     let config = ws.todo_config(free_addr(), &url, "");
-    let mut cmd = Command::new(bin("todoapp-todo"));
-    cmd.arg("--config").arg(&config).env("NOTIFY_SOCKET", &notify_path).env("WATCHDOG_USEC", "600000");
+    // systemd sets WATCHDOG_PID to the service's pid; the shell's $$ is the
+    // pid exec hands to the service.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" "$@""#)
+        .arg(bin("todoapp-todo"))
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "600000");
     let _todo = Proc::spawn(cmd);
 
     let mut buf = [0u8; 4096];
