@@ -50,7 +50,8 @@ pub struct SigningKey {
 
 impl SigningKey {
     pub fn from_pkcs8_pem(pem: &[u8]) -> Result<Self, KeyError> {
-        let der = PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|_| KeyError::Pem("PKCS#8 private key"))?;
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem)
+            .map_err(|_| KeyError::Pem("PKCS#8 private key"))?;
         let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(
             der.secret_pkcs8_der(),
         )
@@ -65,7 +66,9 @@ impl SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,7 +80,8 @@ pub struct VerifyingKey {
 
 impl VerifyingKey {
     pub fn from_spki_pem(pem: &[u8]) -> Result<Self, KeyError> {
-        let der = SubjectPublicKeyInfoDer::from_pem_slice(pem).map_err(|_| KeyError::Pem("public key"))?;
+        let der = SubjectPublicKeyInfoDer::from_pem_slice(pem)
+            .map_err(|_| KeyError::Pem("public key"))?;
         let raw = der
             .as_ref()
             .strip_prefix(&ED25519_SPKI_PREFIX[..])
@@ -97,7 +101,10 @@ mod tests {
     #[test]
     fn rejects_garbage_keys() {
         assert!(SigningKey::from_pkcs8_pem(b"not pem").is_err());
-        assert!(VerifyingKey::from_spki_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(VerifyingKey::from_spki_pem(
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+        )
+        .is_err());
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::Executor;
 use todoapp_runtime::config::read_file;
 use todoapp_runtime::service::FileChecks;
@@ -62,14 +64,23 @@ impl DatabaseSettings {
     pub fn validate(&self, files: FileChecks) -> Result<(), ConfigError> {
         let kind = self.kind()?;
         if self.max_connections == 0 {
-            return Err(ConfigError::invalid("database.max_connections", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
         }
         if self.acquire_timeout_ms == 0 {
-            return Err(ConfigError::invalid("database.acquire_timeout_ms", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "database.acquire_timeout_ms",
+                "must be at least 1",
+            ));
         }
         if let (Some(path), FileChecks::Read) = (&self.password_file, files) {
             if kind == Kind::Sqlite {
-                return Err(ConfigError::invalid("database.password_file", "SQLite takes no password"));
+                return Err(ConfigError::invalid(
+                    "database.password_file",
+                    "SQLite takes no password",
+                ));
             }
             read_file("database.password_file", path)?;
         }
@@ -114,7 +125,9 @@ macro_rules! on_pool {
 const MYSQL_SESSION: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'";
 
 pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
-    let kind = settings.kind().map_err(|e| StoreError::Internal(e.to_string()))?;
+    let kind = settings
+        .kind()
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
     let acquire = Duration::from_millis(settings.acquire_timeout_ms);
     match kind {
         Kind::Sqlite => {
@@ -196,9 +209,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                StoreError::Unavailable(error.to_string())
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(error.to_string()),
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_owned())
             }

@@ -26,16 +26,23 @@ impl MariaDb {
     pub fn start(base: &Path) -> Result<Self, DevError> {
         let mariadbd = crate::bins::on_path("mariadbd")
             .or_else(|| crate::bins::on_path("mysqld"))
-            .ok_or_else(|| DevError::Missing(format!("`mariadbd` is not on PATH: {INSTALL_HINT}")))?;
+            .ok_or_else(|| {
+                DevError::Missing(format!("`mariadbd` is not on PATH: {INSTALL_HINT}"))
+            })?;
         let datadir = base.join("data");
         let socket = base.join("mysqld.sock");
-        std::fs::create_dir_all(base).map_err(DevError::io(format!("creating {}", base.display())))?;
+        std::fs::create_dir_all(base)
+            .map_err(DevError::io(format!("creating {}", base.display())))?;
         let as_root = unsafe { libc::geteuid() } == 0;
 
         if !datadir.join("mysql").is_dir() {
             let install = crate::bins::on_path("mariadb-install-db")
                 .or_else(|| crate::bins::on_path("mysql_install_db"))
-                .ok_or_else(|| DevError::Missing(format!("`mariadb-install-db` is not on PATH: {INSTALL_HINT}")))?;
+                .ok_or_else(|| {
+                    DevError::Missing(format!(
+                        "`mariadb-install-db` is not on PATH: {INSTALL_HINT}"
+                    ))
+                })?;
             let mut cmd = Command::new(install);
             cmd.arg("--no-defaults")
                 .arg(format!("--datadir={}", datadir.display()))
@@ -46,7 +53,9 @@ impl MariaDb {
             if as_root {
                 cmd.arg("--user=root");
             }
-            let out = cmd.output().map_err(DevError::io("running mariadb-install-db"))?;
+            let out = cmd
+                .output()
+                .map_err(DevError::io("running mariadb-install-db"))?;
             if !out.status.success() {
                 let _ = std::fs::remove_dir_all(&datadir);
                 return Err(DevError::MariaDb(format!(
@@ -62,7 +71,10 @@ impl MariaDb {
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", datadir.display()))
             .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--pid-file={}", base.join("mariadbd.pid").display()))
+            .arg(format!(
+                "--pid-file={}",
+                base.join("mariadbd.pid").display()
+            ))
             .arg(format!("--log-error={}", log.display()))
             .arg("--skip-networking")
             .arg("--skip-log-bin")
@@ -118,7 +130,10 @@ impl MariaDb {
 
     /// URL of database `db` for the passwordless root account over the socket.
     pub fn url(&self, db: &str) -> String {
-        format!("mysql://root@localhost/{db}?socket={}", self.socket.display())
+        format!(
+            "mysql://root@localhost/{db}?socket={}",
+            self.socket.display()
+        )
     }
 
     /// Creates database `db` if needed and returns its URL.
@@ -193,7 +208,12 @@ struct SharedServer {
 
 impl SharedServer {
     async fn create_database(&self, db: &str) -> Result<String, DevError> {
-        let url = |d: &str| format!("mysql://root@localhost/{d}?socket={}", self.socket.display());
+        let url = |d: &str| {
+            format!(
+                "mysql://root@localhost/{d}?socket={}",
+                self.socket.display()
+            )
+        };
         create_database_at(&url(""), db).await?;
         Ok(url(db))
     }
@@ -202,7 +222,8 @@ impl SharedServer {
 fn shared_test_server() -> Result<&'static SharedServer, DevError> {
     static SERVER: OnceLock<Result<SharedServer, String>> = OnceLock::new();
     let result = SERVER.get_or_init(|| {
-        let base = std::env::temp_dir().join(format!("todoapp-test-mariadb-{}", std::process::id()));
+        let base =
+            std::env::temp_dir().join(format!("todoapp-test-mariadb-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         match MariaDb::start(&base) {
             Ok(server) => {

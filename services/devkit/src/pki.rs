@@ -30,8 +30,18 @@ pub mod files {
     pub const JWT_PUBLIC_KEY: &str = "jwt-ed25519.pub";
 
     pub const ALL: [&str; 12] = [
-        CA_CERT, GATEWAY_CERT, GATEWAY_KEY, INTERNAL_CA_CERT, USER_CERT, USER_KEY, TODO_CERT,
-        TODO_KEY, GATEWAY_CLIENT_CERT, GATEWAY_CLIENT_KEY, JWT_PRIVATE_KEY, JWT_PUBLIC_KEY,
+        CA_CERT,
+        GATEWAY_CERT,
+        GATEWAY_KEY,
+        INTERNAL_CA_CERT,
+        USER_CERT,
+        USER_KEY,
+        TODO_CERT,
+        TODO_KEY,
+        GATEWAY_CLIENT_CERT,
+        GATEWAY_CLIENT_KEY,
+        JWT_PRIVATE_KEY,
+        JWT_PUBLIC_KEY,
     ];
 }
 
@@ -69,7 +79,9 @@ fn leaf(
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names)?;
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];
     let cert = params.signed_by(&key, issuer)?;
@@ -87,13 +99,28 @@ fn generate(dir: &Path, extra_names: &[String]) -> Result<(), DevError> {
     let (public_params, public_key) = ca("todoapp development CA (not for production)")?;
     let public_ca = public_params.self_signed(&public_key)?;
     let public_issuer = Issuer::new(public_params, public_key);
-    let gateway = leaf("todoapp gateway", names("gateway"), ExtendedKeyUsagePurpose::ServerAuth, &public_issuer)?;
+    let gateway = leaf(
+        "todoapp gateway",
+        names("gateway"),
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &public_issuer,
+    )?;
 
     let (internal_params, internal_key) = ca("todoapp internal CA (not for production)")?;
     let internal_ca = internal_params.self_signed(&internal_key)?;
     let internal_issuer = Issuer::new(internal_params, internal_key);
-    let user = leaf("todoapp user service", names("user"), ExtendedKeyUsagePurpose::ServerAuth, &internal_issuer)?;
-    let todo = leaf("todoapp todo service", names("todo"), ExtendedKeyUsagePurpose::ServerAuth, &internal_issuer)?;
+    let user = leaf(
+        "todoapp user service",
+        names("user"),
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &internal_issuer,
+    )?;
+    let todo = leaf(
+        "todoapp todo service",
+        names("todo"),
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &internal_issuer,
+    )?;
     let client = leaf(
         "todoapp gateway (client)",
         vec!["gateway".to_owned()],

@@ -22,7 +22,8 @@ impl Target {
     /// Reads `stack.json` written by `todoapp-stack`.
     pub fn from_stack_json(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let field = |name: &str| {
             json.get(name)
                 .and_then(|v| v.as_str())

@@ -35,11 +35,21 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        (None, Some(gateway), Some(ca)) => Target { gateway, ca, server_name: None },
+        (None, Some(gateway), Some(ca)) => Target {
+            gateway,
+            ca,
+            server_name: None,
+        },
         _ => unreachable!("clap enforces the arguments"),
     };
-    let target = Target { server_name: cli.server_name.or(target.server_name), ..target };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let target = Target {
+        server_name: cli.server_name.or(target.server_name),
+        ..target
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("todoapp-e2e: error: {e}");

@@ -23,15 +23,24 @@ struct Stack {
 fn start_stack(state: &Path, database: &str) -> Stack {
     let _ = std::fs::remove_file(state.join("stack.json"));
     let mut cmd = Command::new(bin("todoapp-stack"));
-    cmd.arg("--state-dir").arg(state).args(["--listen", "127.0.0.1:0", "--database", database]);
+    cmd.arg("--state-dir")
+        .arg(state)
+        .args(["--listen", "127.0.0.1:0", "--database", database]);
     let mut proc = Proc::spawn(cmd);
     let deadline = Instant::now() + Duration::from_secs(180);
     let json = state.join("stack.json");
     while !json.exists() {
         if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!("todoapp-stack exited early ({status}); log:\n{}", proc.log());
+            panic!(
+                "todoapp-stack exited early ({status}); log:\n{}",
+                proc.log()
+            );
         }
-        assert!(Instant::now() < deadline, "stack.json not written; log:\n{}", proc.log());
+        assert!(
+            Instant::now() < deadline,
+            "stack.json not written; log:\n{}",
+            proc.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let target = Target::from_stack_json(&json).expect("stack.json");
@@ -42,7 +51,11 @@ fn start_stack(state: &Path, database: &str) -> Stack {
 fn stop_stack(mut stack: Stack, state: &Path) {
     stack.proc.signal(libc::SIGTERM);
     let status = stack.proc.wait(Duration::from_secs(60));
-    assert!(status.success(), "stack exit {status}; log:\n{}", stack.proc.log());
+    assert!(
+        status.success(),
+        "stack exit {status}; log:\n{}",
+        stack.proc.log()
+    );
     assert!(!state.join("stack.json").exists(), "stack.json left behind");
 }
 
@@ -55,17 +68,32 @@ fn run_e2e(target: &Target) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     let last = stdout.lines().last().unwrap_or_default();
-    assert!(out.status.success(), "todoapp-e2e failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let passed: usize = last.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(
+        out.status.success(),
+        "todoapp-e2e failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed: usize = last
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     assert_eq!(last, format!("{passed} passed, 0 failed"));
-    assert_eq!(passed, todoapp_e2e::scenarios::all().len(), "not every scenario ran");
+    assert_eq!(
+        passed,
+        todoapp_e2e::scenarios::all().len(),
+        "not every scenario ran"
+    );
 }
 
 /// Registers a user with one entry; returns (username, password, entry id).
 async fn seed(target: &Target, title: &str) -> (String, String, i32) {
     let ctx = Ctx::new(connect(target).await.expect("connect"));
     let account = ctx.account().await.expect("account");
-    let id = ctx.create(&account.token, title, "persisted").await.expect("create");
+    let id = ctx
+        .create(&account.token, title, "persisted")
+        .await
+        .expect("create");
     (account.username, account.password, id)
 }
 
@@ -73,16 +101,26 @@ async fn still_there(target: &Target, user: &(String, String, i32), title: &str)
     let ctx = Ctx::new(connect(target).await.expect("connect"));
     let login = ctx
         .users()
-        .login(LoginReq { username: user.0.clone(), password: user.1.clone() })
+        .login(LoginReq {
+            username: user.0.clone(),
+            password: user.1.clone(),
+        })
         .await
         .expect("login after restart")
         .into_inner();
-    let entry = ctx.get(&login.jwt_token, user.2).await.expect("entry after restart");
+    let entry = ctx
+        .get(&login.jwt_token, user.2)
+        .await
+        .expect("entry after restart");
     assert_eq!(entry.title, title);
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,7 +128,13 @@ async fn sqlite_stack_passes_e2e_persists_and_stops_cleanly() {
     let state = tempfile::tempdir().expect("tempdir");
     let stack = start_stack(state.path(), "sqlite");
     let pki = state.path().join("pki");
-    for key in ["gateway.key", "user.key", "todo.key", "gateway-client.key", "jwt-ed25519.key"] {
+    for key in [
+        "gateway.key",
+        "user.key",
+        "todo.key",
+        "gateway-client.key",
+        "jwt-ed25519.key",
+    ] {
         assert_eq!(mode(&pki.join(key)), 0o600, "{key} must be private");
     }
     let ca_before = std::fs::read(pki.join("ca.crt")).expect("ca");
@@ -100,7 +144,11 @@ async fn sqlite_stack_passes_e2e_persists_and_stops_cleanly() {
     stop_stack(stack, state.path());
 
     let stack = start_stack(state.path(), "sqlite");
-    assert_eq!(std::fs::read(pki.join("ca.crt")).expect("ca"), ca_before, "PKI must be reused");
+    assert_eq!(
+        std::fs::read(pki.join("ca.crt")).expect("ca"),
+        ca_before,
+        "PKI must be reused"
+    );
     still_there(&stack.target, &user, "survives restarts").await;
     stop_stack(stack, state.path());
 }
@@ -109,7 +157,10 @@ async fn sqlite_stack_passes_e2e_persists_and_stops_cleanly() {
 async fn mariadb_stack_passes_e2e_and_persists() {
     let state = tempfile::tempdir().expect("tempdir");
     let stack = start_stack(state.path(), "mariadb");
-    assert!(state.path().join("mariadb/data").is_dir(), "MariaDB data must live in the state dir");
+    assert!(
+        state.path().join("mariadb/data").is_dir(),
+        "MariaDB data must live in the state dir"
+    );
     run_e2e(&stack.target);
     let user = seed(&stack.target, "in mariadb").await;
     stop_stack(stack, state.path());
@@ -122,10 +173,19 @@ async fn mariadb_stack_passes_e2e_and_persists() {
 fn pid_of_service(config: &Path) -> Option<i32> {
     let needle = config.display().to_string();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if args.first().is_some_and(|a| a.ends_with("todoapp-todo")) && args.iter().any(|a| a == &needle) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("todoapp-todo"))
+            && args.iter().any(|a| a == &needle)
+        {
             return Some(pid);
         }
     }
@@ -149,17 +209,29 @@ async fn stack_restarts_a_crashed_service_and_refuses_a_second_instance() {
 
     let ctx = Ctx::new(connect(&stack.target).await.expect("connect"));
     let account = ctx.account().await.expect("account");
-    let config = std::fs::canonicalize(state.path()).expect("canon").join("run/todo.toml");
+    let config = std::fs::canonicalize(state.path())
+        .expect("canon")
+        .join("run/todo.toml");
     let pid = pid_of_service(&config).expect("todo service pid");
     // SAFETY: kill(2) on a process this test's stack started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let item = ToDoEntry { title: "after crash".into(), ..Default::default() };
-        match ctx.todos().create_to_do(authed(CreateToDoReq { item: Some(item) }, &account.token)).await {
+        let item = ToDoEntry {
+            title: "after crash".into(),
+            ..Default::default()
+        };
+        match ctx
+            .todos()
+            .create_to_do(authed(CreateToDoReq { item: Some(item) }, &account.token))
+            .await
+        {
             Ok(_) => break,
-            Err(status) => assert!(Instant::now() < deadline, "todo service not back: {status:?}"),
+            Err(status) => assert!(
+                Instant::now() < deadline,
+                "todo service not back: {status:?}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -167,7 +239,11 @@ async fn stack_restarts_a_crashed_service_and_refuses_a_second_instance() {
     assert_ne!(new_pid, pid);
     // Registration still works too.
     ctx.users()
-        .register(RegisterReq { username: ctx.unique("late"), password: "password1".into(), email: format!("{}@example.org", ctx.unique("late")) })
+        .register(RegisterReq {
+            username: ctx.unique("late"),
+            password: "password1".into(),
+            email: format!("{}@example.org", ctx.unique("late")),
+        })
         .await
         .expect("register");
     stop_stack(stack, state.path());

@@ -84,28 +84,51 @@ impl GatewayConfig {
                 "the gateway authenticates clients by token, not certificate; remove it",
             ));
         }
-        for (key, url) in [("upstream.user", &self.upstream.user), ("upstream.todo", &self.upstream.todo)] {
+        for (key, url) in [
+            ("upstream.user", &self.upstream.user),
+            ("upstream.todo", &self.upstream.todo),
+        ] {
             let parsed: Result<tonic::transport::Uri, _> = url.parse();
             match parsed {
                 Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {}
-                _ => return Err(ConfigError::invalid(key, format!("`{url}` is not an https://HOST:PORT URL"))),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("`{url}` is not an https://HOST:PORT URL"),
+                    ))
+                }
             }
         }
         if self.upstream.connect_timeout_ms == 0 || self.upstream.request_timeout_ms == 0 {
-            return Err(ConfigError::invalid("upstream.connect_timeout_ms", "timeouts must be positive"));
+            return Err(ConfigError::invalid(
+                "upstream.connect_timeout_ms",
+                "timeouts must be positive",
+            ));
         }
         let jwt = &self.jwt;
         if jwt.public_keys.is_empty() {
-            return Err(ConfigError::invalid("jwt.public_keys", "at least one key is required"));
+            return Err(ConfigError::invalid(
+                "jwt.public_keys",
+                "at least one key is required",
+            ));
         }
         if jwt.leeway_secs > 60 {
-            return Err(ConfigError::invalid("jwt.leeway_secs", "must be at most 60"));
+            return Err(ConfigError::invalid(
+                "jwt.leeway_secs",
+                "must be at most 60",
+            ));
         }
         if jwt.max_lifetime_secs == 0 || jwt.max_lifetime_secs > 24 * 3600 {
-            return Err(ConfigError::invalid("jwt.max_lifetime_secs", "must be between 1 and 86400"));
+            return Err(ConfigError::invalid(
+                "jwt.max_lifetime_secs",
+                "must be between 1 and 86400",
+            ));
         }
         if jwt.issuer.is_empty() || jwt.audience.is_empty() {
-            return Err(ConfigError::invalid("jwt.issuer", "issuer and audience must not be empty"));
+            return Err(ConfigError::invalid(
+                "jwt.issuer",
+                "issuer and audience must not be empty",
+            ));
         }
         if files == FileChecks::Read {
             todoapp_runtime::tls::server_config(&self.tls)?;

@@ -44,12 +44,15 @@ impl Service for GatewayService {
     async fn serve(config: GatewayConfig) -> Result<(), BoxError> {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let verifier = Arc::new(TokenVerifier::load(&config.jwt)?);
-        let user_channel = upstream::channel("upstream.user", &config.upstream.user, &config.upstream)?;
-        let todo_channel = upstream::channel("upstream.todo", &config.upstream.todo, &config.upstream)?;
+        let user_channel =
+            upstream::channel("upstream.user", &config.upstream.user, &config.upstream)?;
+        let todo_channel =
+            upstream::channel("upstream.todo", &config.upstream.todo, &config.upstream)?;
 
         let limit = config.server.max_message_bytes;
         let user = UserServer::new(UserProxy::new(user_channel)).max_decoding_message_size(limit);
-        let todo = ToDoServer::new(TodoProxy::new(todo_channel, verifier)).max_decoding_message_size(limit);
+        let todo = ToDoServer::new(TodoProxy::new(todo_channel, verifier))
+            .max_decoding_message_size(limit);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<UserServer<UserProxy>>().await;
@@ -73,7 +76,10 @@ impl Service for GatewayService {
             settings: config.server,
             tls,
             health,
-            health_services: vec![todoapp_api::service_names::USER, todoapp_api::service_names::TODO],
+            health_services: vec![
+                todoapp_api::service_names::USER,
+                todoapp_api::service_names::TODO,
+            ],
             probe: None,
         };
         serve(options, routes).await

@@ -66,9 +66,11 @@ fn sanitise_upstream(status: Status) -> Status {
 fn upstream_request<T>(message: T, user_id: Option<&str>) -> Result<Request<T>, Status> {
     let mut request = Request::new(message);
     if let Some(user_id) = user_id {
-        let value = MetadataValue::try_from(user_id)
-            .map_err(|_| Status::internal("internal error"))?;
-        request.metadata_mut().insert(todoapp_auth::USER_ID_HEADER, value);
+        let value =
+            MetadataValue::try_from(user_id).map_err(|_| Status::internal("internal error"))?;
+        request
+            .metadata_mut()
+            .insert(todoapp_auth::USER_ID_HEADER, value);
     }
     Ok(request)
 }
@@ -90,13 +92,20 @@ impl User for UserProxy {
     async fn login(&self, request: Request<LoginReq>) -> Result<Response<LoginRsp>, Status> {
         let upstream = upstream_request(request.into_inner(), None)?;
         let response = self.client.clone().login(upstream).await;
-        Ok(Response::new(response.map_err(GatewayError::Upstream)?.into_inner()))
+        Ok(Response::new(
+            response.map_err(GatewayError::Upstream)?.into_inner(),
+        ))
     }
 
-    async fn register(&self, request: Request<RegisterReq>) -> Result<Response<RegisterRsp>, Status> {
+    async fn register(
+        &self,
+        request: Request<RegisterReq>,
+    ) -> Result<Response<RegisterRsp>, Status> {
         let upstream = upstream_request(request.into_inner(), None)?;
         let response = self.client.clone().register(upstream).await;
-        Ok(Response::new(response.map_err(GatewayError::Upstream)?.into_inner()))
+        Ok(Response::new(
+            response.map_err(GatewayError::Upstream)?.into_inner(),
+        ))
     }
 }
 
@@ -115,7 +124,10 @@ impl TodoProxy {
 
     /// Verifies this call's own token and prepares the backend request.
     fn authorise<T>(&self, request: Request<T>) -> Result<Request<T>, Status> {
-        let authorization = request.metadata().get("authorization").map(|v| v.as_bytes());
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
         let user_id = self
             .verifier
             .verify(authorization)
@@ -125,32 +137,49 @@ impl TodoProxy {
 }
 
 fn relay<T>(response: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
-    Ok(Response::new(response.map_err(GatewayError::Upstream)?.into_inner()))
+    Ok(Response::new(
+        response.map_err(GatewayError::Upstream)?.into_inner(),
+    ))
 }
 
 #[tonic::async_trait]
 impl ToDo for TodoProxy {
-    async fn create_to_do(&self, request: Request<CreateToDoReq>) -> Result<Response<CreateToDoRsp>, Status> {
+    async fn create_to_do(
+        &self,
+        request: Request<CreateToDoReq>,
+    ) -> Result<Response<CreateToDoRsp>, Status> {
         let upstream = self.authorise(request)?;
         relay(self.client.clone().create_to_do(upstream).await)
     }
 
-    async fn get_to_do(&self, request: Request<GetToDoReq>) -> Result<Response<GetToDoRsp>, Status> {
+    async fn get_to_do(
+        &self,
+        request: Request<GetToDoReq>,
+    ) -> Result<Response<GetToDoRsp>, Status> {
         let upstream = self.authorise(request)?;
         relay(self.client.clone().get_to_do(upstream).await)
     }
 
-    async fn delete_to_do(&self, request: Request<DeleteToDoReq>) -> Result<Response<DeleteToDoRsp>, Status> {
+    async fn delete_to_do(
+        &self,
+        request: Request<DeleteToDoReq>,
+    ) -> Result<Response<DeleteToDoRsp>, Status> {
         let upstream = self.authorise(request)?;
         relay(self.client.clone().delete_to_do(upstream).await)
     }
 
-    async fn update_to_do(&self, request: Request<UpdateToDoReq>) -> Result<Response<UpdateToDoRsp>, Status> {
+    async fn update_to_do(
+        &self,
+        request: Request<UpdateToDoReq>,
+    ) -> Result<Response<UpdateToDoRsp>, Status> {
         let upstream = self.authorise(request)?;
         relay(self.client.clone().update_to_do(upstream).await)
     }
 
-    async fn list_to_do(&self, request: Request<ListToDoReq>) -> Result<Response<ListToDoRsp>, Status> {
+    async fn list_to_do(
+        &self,
+        request: Request<ListToDoReq>,
+    ) -> Result<Response<ListToDoRsp>, Status> {
         let upstream = self.authorise(request)?;
         relay(self.client.clone().list_to_do(upstream).await)
     }

@@ -49,7 +49,12 @@ impl TokenVerifier {
             let pem = read_file("jwt.public_keys", path)?;
             let key = VerifyingKey::from_spki_pem(&pem)
                 .map_err(|e| ConfigError::file("jwt.public_keys", path, e))?;
-            keys.insert(key.kid, Key { decoding: key.decoding });
+            keys.insert(
+                key.kid,
+                Key {
+                    decoding: key.decoding,
+                },
+            );
         }
         // Pinned to EdDSA: `alg: none`, HMAC-with-the-public-key and any
         // other algorithm switch fail before the signature is looked at.
@@ -75,7 +80,9 @@ impl TokenVerifier {
         if raw.len() > MAX_AUTHORIZATION_BYTES {
             return Err(TokenError::TooLong);
         }
-        let value = std::str::from_utf8(raw).map_err(|_| TokenError::Malformed)?.trim();
+        let value = std::str::from_utf8(raw)
+            .map_err(|_| TokenError::Malformed)?
+            .trim();
         let token = match value.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             Some(_) => return Err(TokenError::Malformed),
@@ -127,7 +134,8 @@ mod tests {
             let path = dir.path().join(format!("k{i}.pub"));
             std::fs::write(&path, &public_pem).expect("write");
             public_keys.push(path);
-            let signing = todoapp_auth::SigningKey::from_pkcs8_pem(pair.serialize_pem().as_bytes()).expect("signing key");
+            let signing = todoapp_auth::SigningKey::from_pkcs8_pem(pair.serialize_pem().as_bytes())
+                .expect("signing key");
             signers.push((signing.kid, signing.encoding, public_pem.into_bytes()));
         }
         let settings = JwtVerifySettings {
@@ -137,11 +145,18 @@ mod tests {
             max_lifetime_secs: 3600,
             leeway_secs: 60,
         };
-        Keys { _dir: dir, signers, verifier: TokenVerifier::load(&settings).expect("verifier") }
+        Keys {
+            _dir: dir,
+            signers,
+            verifier: TokenVerifier::load(&settings).expect("verifier"),
+        }
     }
 
     fn now() -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
     }
 
     fn claims() -> Value {
@@ -156,7 +171,8 @@ mod tests {
     }
 
     fn check(keys: &Keys, token: &str) -> Result<String, TokenError> {
-        keys.verifier.verify(Some(format!("Bearer {token}").as_bytes()))
+        keys.verifier
+            .verify(Some(format!("Bearer {token}").as_bytes()))
     }
 
     #[test]
@@ -164,26 +180,46 @@ mod tests {
         let k = keys(1);
         let token = sign(&k, 0, &claims());
         assert_eq!(check(&k, &token).as_deref(), Ok(SUB));
-        assert_eq!(k.verifier.verify(Some(token.as_bytes())).as_deref(), Ok(SUB));
-        assert_eq!(k.verifier.verify(Some(format!("bearer  {token} ").as_bytes())).as_deref(), Ok(SUB));
+        assert_eq!(
+            k.verifier.verify(Some(token.as_bytes())).as_deref(),
+            Ok(SUB)
+        );
+        assert_eq!(
+            k.verifier
+                .verify(Some(format!("bearer  {token} ").as_bytes()))
+                .as_deref(),
+            Ok(SUB)
+        );
         assert_eq!(k.verifier.verify(None), Err(TokenError::Missing));
-        assert_eq!(k.verifier.verify(Some(format!("Basic {token}").as_bytes())), Err(TokenError::Malformed));
+        assert_eq!(
+            k.verifier.verify(Some(format!("Basic {token}").as_bytes())),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]
     fn rotation_accepts_every_configured_key_and_no_other() {
         let k = keys(2);
         for which in 0..2 {
-            assert!(check(&k, &sign(&k, which, &claims())).is_ok(), "key {which}");
+            assert!(
+                check(&k, &sign(&k, which, &claims())).is_ok(),
+                "key {which}"
+            );
         }
         let stranger = keys(1);
-        assert_eq!(check(&k, &sign(&stranger, 0, &claims())), Err(TokenError::UnknownKey));
+        assert_eq!(
+            check(&k, &sign(&stranger, 0, &claims())),
+            Err(TokenError::UnknownKey)
+        );
         // A known kid with another key's signature fails the signature check.
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(k.signers[0].0.clone());
-        let forged = jsonwebtoken::encode(&header, &claims(), &stranger.signers[0].1).expect("sign");
+        let forged =
+            jsonwebtoken::encode(&header, &claims(), &stranger.signers[0].1).expect("sign");
         assert_eq!(check(&k, &forged), Err(TokenError::Rejected));
-        let no_kid = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims(), &k.signers[0].1).expect("sign");
+        let no_kid =
+            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims(), &k.signers[0].1)
+                .expect("sign");
         assert_eq!(check(&k, &no_kid), Err(TokenError::UnknownKey));
     }
 
@@ -202,21 +238,35 @@ mod tests {
         assert_eq!(with("iat", json!(now() + 120)), Err(TokenError::Rejected));
         let mut long = claims();
         long["exp"] = json!(now() + 7200);
-        assert_eq!(check(&k, &sign(&k, 0, &long)), Err(TokenError::TooLongLived));
+        assert_eq!(
+            check(&k, &sign(&k, 0, &long)),
+            Err(TokenError::TooLongLived)
+        );
     }
 
     #[test]
     fn issuer_audience_subject_and_required_claims() {
         let k = keys(1);
-        for (field, value) in [("iss", json!("someone-else")), ("aud", json!("other-app")), ("sub", json!("not-a-uuid"))] {
+        for (field, value) in [
+            ("iss", json!("someone-else")),
+            ("aud", json!("other-app")),
+            ("sub", json!("not-a-uuid")),
+        ] {
             let mut c = claims();
             c[field] = value;
-            assert_eq!(check(&k, &sign(&k, 0, &c)), Err(TokenError::Rejected), "{field}");
+            assert_eq!(
+                check(&k, &sign(&k, 0, &c)),
+                Err(TokenError::Rejected),
+                "{field}"
+            );
         }
         for field in ["sub", "exp", "iat", "iss", "aud"] {
             let mut c = claims();
             c.as_object_mut().expect("object").remove(field);
-            assert!(check(&k, &sign(&k, 0, &c)).is_err(), "missing {field} accepted");
+            assert!(
+                check(&k, &sign(&k, 0, &c)).is_err(),
+                "missing {field} accepted"
+            );
         }
     }
 
@@ -227,12 +277,18 @@ mod tests {
         // HMAC keyed with the (public) verification key: the classic confusion attack.
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid.clone());
-        let hmac = jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(public_pem)).expect("sign");
+        let hmac = jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(public_pem))
+            .expect("sign");
         assert_eq!(check(&k, &hmac), Err(TokenError::Rejected));
 
         use base64::Engine;
-        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-        let none = format!("{}.{}.", b64(&json!({"alg": "none", "kid": kid})), b64(&claims()));
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let none = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "kid": kid})),
+            b64(&claims())
+        );
         assert!(check(&k, &none).is_err());
     }
 
@@ -248,7 +304,10 @@ mod tests {
         assert_eq!(check(&k, &parts.join(".")), Err(TokenError::Rejected));
         assert_eq!(check(&k, &format!("{token}x")), Err(TokenError::Rejected));
         let big = format!("Bearer {token}{}", " ".repeat(MAX_AUTHORIZATION_BYTES));
-        assert_eq!(k.verifier.verify(Some(big.as_bytes())), Err(TokenError::TooLong));
+        assert_eq!(
+            k.verifier.verify(Some(big.as_bytes())),
+            Err(TokenError::TooLong)
+        );
         for junk in [&b"\xff\xfe"[..], b"", b"a.b", b"...."] {
             assert!(k.verifier.verify(Some(junk)).is_err());
         }

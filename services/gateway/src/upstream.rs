@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use todoapp_runtime::ConfigError;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::config::UpstreamSettings;
 
@@ -19,7 +19,11 @@ pub fn client_tls(settings: &UpstreamSettings) -> Result<ClientTlsConfig, Config
 
 /// A lazily connecting channel: the gateway starts (and answers
 /// UNAVAILABLE) even while a backend is down, and reconnects by itself.
-pub fn channel(key: &'static str, url: &str, settings: &UpstreamSettings) -> Result<Channel, ConfigError> {
+pub fn channel(
+    key: &'static str,
+    url: &str,
+    settings: &UpstreamSettings,
+) -> Result<Channel, ConfigError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| ConfigError::invalid(key, e.to_string()))?
         .tls_config(client_tls(settings)?)

@@ -213,8 +213,7 @@ mod tests {
     fn file_overrides_defaults_and_env_overrides_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "name = \"file\"\nlisten = \"127.0.0.1:2\"\n")
-            .expect("write");
+        std::fs::write(&path, "name = \"file\"\nlisten = \"127.0.0.1:2\"\n").expect("write");
         let cfg: Sample = load("cfgtest", Some(&path)).expect("load");
         assert_eq!(cfg.name, "file");
         assert_eq!(cfg.server.listen, "127.0.0.1:2");
@@ -234,10 +233,17 @@ mod tests {
         assert!(err.to_string().contains("max_message_bytes"), "{err}");
 
         let missing = load::<Sample>("cfgtest3", Some(&dir.path().join("nope.toml")));
-        assert!(missing.expect_err("missing").to_string().contains("does not exist"));
+        assert!(missing
+            .expect_err("missing")
+            .to_string()
+            .contains("does not exist"));
 
         let bad = ServerSettings::with_listen("nonsense");
-        assert!(bad.validate().expect_err("bad").to_string().contains("listen"));
+        assert!(bad
+            .validate()
+            .expect_err("bad")
+            .to_string()
+            .contains("listen"));
     }
 
     #[test]

@@ -83,7 +83,13 @@ where
                     record.finish(code);
                 }
             }
-            Response::from_parts(parts, EdgeBody { inner: body, record })
+            Response::from_parts(
+                parts,
+                EdgeBody {
+                    inner: body,
+                    record,
+                },
+            )
         }))
     }
 }
@@ -151,7 +157,8 @@ fn is_decode_failure(map: &HeaderMap) -> bool {
     // prost's DecodeError text, percent-encoded in grpc-message.
     map.get("grpc-message").is_some_and(|m| {
         let m = m.as_bytes();
-        m.starts_with(b"failed%20to%20decode%20Protobuf") || m.starts_with(b"failed to decode Protobuf")
+        m.starts_with(b"failed%20to%20decode%20Protobuf")
+            || m.starts_with(b"failed to decode Protobuf")
     })
 }
 
@@ -205,7 +212,10 @@ mod tests {
 
         let mut decode = HeaderMap::new();
         decode.insert(GRPC_STATUS, HeaderValue::from_static("13"));
-        decode.insert("grpc-message", HeaderValue::from_static("failed%20to%20decode%20Protobuf%20message"));
+        decode.insert(
+            "grpc-message",
+            HeaderValue::from_static("failed%20to%20decode%20Protobuf%20message"),
+        );
         assert_eq!(rewrite_status(&mut decode), Some(Code::InvalidArgument));
         assert_eq!(decode[GRPC_STATUS], "3");
 

@@ -59,10 +59,17 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
         shutdown::signal_received().await;
         readiness::stopping();
         for service in health_services {
-            health.set_service_status(service, ServingStatus::NotServing).await;
+            health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
         }
-        health.set_service_status("", ServingStatus::NotServing).await;
-        tracing::info!(service = name, "no longer accepting; draining in-flight calls");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        tracing::info!(
+            service = name,
+            "no longer accepting; draining in-flight calls"
+        );
         let _ = draining_tx.send(());
     };
 

@@ -92,7 +92,10 @@ pub fn main<S: Service>() -> ExitCode {
 
     crate::telemetry::init(&S::server_settings(&config).log_level);
     crate::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };

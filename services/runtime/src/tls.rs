@@ -31,7 +31,10 @@ pub fn load_certs(
     Ok(certs)
 }
 
-pub fn load_private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+pub fn load_private_key(
+    key: &'static str,
+    path: &Path,
+) -> Result<PrivateKeyDer<'static>, ConfigError> {
     let pem = read_file(key, path)?;
     PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| ConfigError::file(key, path, format!("no usable private key: {e}")))
@@ -82,8 +85,9 @@ pub fn client_tls(
     install_crypto_provider();
     // Parse now so a bad file fails at start with the setting's name.
     load_certs(ca_key, ca)?;
-    let mut tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(read_file(ca_key, ca)?));
+    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(read_file(ca_key, ca)?),
+    );
     if let Some((cert, key)) = identity {
         load_certs("client_cert", cert)?;
         load_private_key("client_key", key)?;

@@ -15,7 +15,10 @@ use crate::supervisor::{self, ServiceSpec, Supervised};
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Run the whole todoapp system on this machine: a development PKI, databases and the gateway, user and todo services as supervised processes.")]
+#[command(
+    version,
+    about = "Run the whole todoapp system on this machine: a development PKI, databases and the gateway, user and todo services as supervised processes."
+)]
 pub struct Cli {
     /// Where certificates, keys, databases and stack.json live.
     /// Default: $XDG_STATE_HOME/todoapp, else ~/.local/state/todoapp.
@@ -50,7 +53,8 @@ fn default_state_dir() -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("todoapp"));
     }
-    let home = std::env::var_os("HOME").ok_or("neither XDG_STATE_HOME nor HOME is set; pass --state-dir")?;
+    let home = std::env::var_os("HOME")
+        .ok_or("neither XDG_STATE_HOME nor HOME is set; pass --state-dir")?;
     Ok(PathBuf::from(home).join(".local/state/todoapp"))
 }
 
@@ -81,7 +85,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     make_dir(&pki_dir)?;
     make_dir(&run_dir)?;
     if pki::ensure(&pki_dir, &[])? {
-        eprintln!("[stack] created a development PKI and JWT key pair in {}", pki_dir.display());
+        eprintln!(
+            "[stack] created a development PKI and JWT key pair in {}",
+            pki_dir.display()
+        );
     }
 
     let mut mariadb = None;
@@ -91,7 +98,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             format!("sqlite://{}", state.join("todo.db").display()),
         ),
         "mariadb" | "mysql" => {
-            eprintln!("[stack] starting a private MariaDB in {}", state.join("mariadb").display());
+            eprintln!(
+                "[stack] starting a private MariaDB in {}",
+                state.join("mariadb").display()
+            );
             let base = state.join("mariadb");
             let server = tokio::task::spawn_blocking(move || MariaDb::start(&base)).await??;
             let urls = (
@@ -103,9 +113,17 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         }
         url if url.starts_with("mysql://") || url.starts_with("mariadb://") => {
             let base = url.trim_end_matches('/');
-            (format!("{base}/todoapp_user"), format!("{base}/todoapp_todo"))
+            (
+                format!("{base}/todoapp_user"),
+                format!("{base}/todoapp_todo"),
+            )
         }
-        other => return Err(format!("--database: expected sqlite, mariadb or mysql://URL, not `{other}`").into()),
+        other => {
+            return Err(format!(
+                "--database: expected sqlite, mariadb or mysql://URL, not `{other}`"
+            )
+            .into())
+        }
     };
 
     // The stack holds the listening sockets, like systemd: a restarted
@@ -120,27 +138,50 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 
     let pki_path = |name: &str| pki_dir.join(name).display().to_string();
     let backend_config = |cert: &str, key: &str, addr: SocketAddr, db: &str| {
-        toml_config(&[
-            ("listen", addr.to_string()),
-        ], &[
-            ("tls", vec![("cert", pki_path(cert)), ("key", pki_path(key)), ("client_ca", pki_path(files::INTERNAL_CA_CERT))]),
-            ("database", vec![("url", db.to_owned())]),
-        ])
+        toml_config(
+            &[("listen", addr.to_string())],
+            &[
+                (
+                    "tls",
+                    vec![
+                        ("cert", pki_path(cert)),
+                        ("key", pki_path(key)),
+                        ("client_ca", pki_path(files::INTERNAL_CA_CERT)),
+                    ],
+                ),
+                ("database", vec![("url", db.to_owned())]),
+            ],
+        )
     };
     let mut user_config = backend_config(files::USER_CERT, files::USER_KEY, user_addr, &user_db);
-    user_config.push_str(&toml_config(&[], &[("jwt", vec![("private_key", pki_path(files::JWT_PRIVATE_KEY))])]));
+    user_config.push_str(&toml_config(
+        &[],
+        &[(
+            "jwt",
+            vec![("private_key", pki_path(files::JWT_PRIVATE_KEY))],
+        )],
+    ));
     let todo_config = backend_config(files::TODO_CERT, files::TODO_KEY, todo_addr, &todo_db);
     let mut gateway_config = toml_config(
         &[("listen", gateway_addr.to_string())],
         &[
-            ("tls", vec![("cert", pki_path(files::GATEWAY_CERT)), ("key", pki_path(files::GATEWAY_KEY))]),
-            ("upstream", vec![
-                ("user", format!("https://{user_addr}")),
-                ("todo", format!("https://{todo_addr}")),
-                ("ca", pki_path(files::INTERNAL_CA_CERT)),
-                ("client_cert", pki_path(files::GATEWAY_CLIENT_CERT)),
-                ("client_key", pki_path(files::GATEWAY_CLIENT_KEY)),
-            ]),
+            (
+                "tls",
+                vec![
+                    ("cert", pki_path(files::GATEWAY_CERT)),
+                    ("key", pki_path(files::GATEWAY_KEY)),
+                ],
+            ),
+            (
+                "upstream",
+                vec![
+                    ("user", format!("https://{user_addr}")),
+                    ("todo", format!("https://{todo_addr}")),
+                    ("ca", pki_path(files::INTERNAL_CA_CERT)),
+                    ("client_cert", pki_path(files::GATEWAY_CLIENT_CERT)),
+                    ("client_key", pki_path(files::GATEWAY_CLIENT_KEY)),
+                ],
+            ),
         ],
     );
     gateway_config.push_str(&format!(
@@ -186,8 +227,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
     std::fs::rename(&tmp, &stack_json)?;
     println!("todoapp is running.");
-    println!("  gateway: {gateway_addr} (TLS; CA certificate: {})", ca_cert.display());
-    println!("  try:     grpcurl -cacert {} {gateway_addr} list", ca_cert.display());
+    println!(
+        "  gateway: {gateway_addr} (TLS; CA certificate: {})",
+        ca_cert.display()
+    );
+    println!(
+        "  try:     grpcurl -cacert {} {gateway_addr} list",
+        ca_cert.display()
+    );
     println!("  state:   {}", state.display());
     println!("Stop with Ctrl-C.");
 
@@ -220,7 +267,11 @@ fn toml_config(top: &[(&str, String)], tables: &[(&str, Vec<(&str, String)>)]) -
 async fn wait_ready(running: &mut [Supervised]) -> Result<(), Error> {
     for service in running.iter_mut() {
         let name = service.name;
-        let waited = tokio::time::timeout(Duration::from_secs(120), service.ready.wait_for(|ready| *ready)).await;
+        let waited = tokio::time::timeout(
+            Duration::from_secs(120),
+            service.ready.wait_for(|ready| *ready),
+        )
+        .await;
         match waited {
             Ok(Ok(_)) => eprintln!("[stack] {name} is ready"),
             Ok(Err(_)) => return Err(format!("{name} could not be started").into()),
@@ -242,7 +293,10 @@ async fn shutdown(running: Vec<Supervised>, mariadb: Option<MariaDb>) {
 
 async fn todoapp_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -9,7 +9,10 @@ mod supervisor;
 
 fn main() -> ExitCode {
     let cli = launcher::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("todoapp-stack: error: cannot start the async runtime: {e}");

@@ -33,7 +33,10 @@ impl Supervised {
     /// Stops the child (SIGTERM, SIGKILL after `grace`) and waits for it.
     pub async fn stop(self, grace: Duration) {
         self.stop.notify_one();
-        if tokio::time::timeout(grace + Duration::from_secs(2), self.task).await.is_err() {
+        if tokio::time::timeout(grace + Duration::from_secs(2), self.task)
+            .await
+            .is_err()
+        {
             eprintln!("[stack] {} did not stop in time", self.name);
         }
     }
@@ -52,7 +55,12 @@ pub fn spawn(spec: ServiceSpec, grace: Duration) -> Supervised {
     }
 }
 
-async fn supervise(spec: ServiceSpec, ready: watch::Sender<bool>, stop: Arc<Notify>, grace: Duration) {
+async fn supervise(
+    spec: ServiceSpec,
+    ready: watch::Sender<bool>,
+    stop: Arc<Notify>,
+    grace: Duration,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let notify_path = spec.run_dir.join(format!("{}.notify", spec.name));
@@ -67,7 +75,11 @@ async fn supervise(spec: ServiceSpec, ready: watch::Sender<bool>, stop: Arc<Noti
         let mut child = match start(&spec, &notify_path) {
             Ok(child) => child,
             Err(e) => {
-                eprintln!("[stack] {}: cannot start {}: {e}", spec.name, spec.binary.display());
+                eprintln!(
+                    "[stack] {}: cannot start {}: {e}",
+                    spec.name,
+                    spec.binary.display()
+                );
                 return;
             }
         };

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use prost_types::Timestamp;
 use todoapp_api::to_do_server::ToDo;
 use todoapp_api::{
-    CreateToDoReq, CreateToDoRsp, DeleteToDoReq, DeleteToDoRsp, GetToDoReq, GetToDoRsp, ListToDoReq,
-    ListToDoRsp, ToDoEntry, UpdateToDoReq, UpdateToDoRsp,
+    CreateToDoReq, CreateToDoRsp, DeleteToDoReq, DeleteToDoRsp, GetToDoReq, GetToDoRsp,
+    ListToDoReq, ListToDoRsp, ToDoEntry, UpdateToDoReq, UpdateToDoRsp,
 };
 use tonic::{Request, Response, Status};
 
@@ -20,7 +20,9 @@ pub struct TodoApi<S> {
 
 impl<S: TodoStore> TodoApi<S> {
     pub fn new(store: S) -> Self {
-        Self { store: Arc::new(store) }
+        Self {
+            store: Arc::new(store),
+        }
     }
 }
 
@@ -61,47 +63,85 @@ impl From<TodoRecord> for ToDoEntry {
 
 #[tonic::async_trait]
 impl<S: TodoStore> ToDo for TodoApi<S> {
-    async fn create_to_do(&self, request: Request<CreateToDoReq>) -> Result<Response<CreateToDoRsp>, Status> {
+    async fn create_to_do(
+        &self,
+        request: Request<CreateToDoReq>,
+    ) -> Result<Response<CreateToDoRsp>, Status> {
         let user = caller(&request)?;
         let (_, content) = content_of(request.into_inner().item)?;
-        let id = self.store.create(&user, &content).await.map_err(TodoError::from)?;
+        let id = self
+            .store
+            .create(&user, &content)
+            .await
+            .map_err(TodoError::from)?;
         Ok(Response::new(CreateToDoRsp { id }))
     }
 
-    async fn get_to_do(&self, request: Request<GetToDoReq>) -> Result<Response<GetToDoRsp>, Status> {
+    async fn get_to_do(
+        &self,
+        request: Request<GetToDoReq>,
+    ) -> Result<Response<GetToDoRsp>, Status> {
         let user = caller(&request)?;
         let id = TodoId::try_from(request.into_inner().id)?;
         let record = self.store.get(&user, id).await.map_err(TodoError::from)?;
         let record = record.ok_or(TodoError::NotFound)?;
-        Ok(Response::new(GetToDoRsp { item: Some(record.into()) }))
+        Ok(Response::new(GetToDoRsp {
+            item: Some(record.into()),
+        }))
     }
 
-    async fn delete_to_do(&self, request: Request<DeleteToDoReq>) -> Result<Response<DeleteToDoRsp>, Status> {
+    async fn delete_to_do(
+        &self,
+        request: Request<DeleteToDoReq>,
+    ) -> Result<Response<DeleteToDoRsp>, Status> {
         let user = caller(&request)?;
         let id = TodoId::try_from(request.into_inner().id)?;
-        if !self.store.delete(&user, id).await.map_err(TodoError::from)? {
+        if !self
+            .store
+            .delete(&user, id)
+            .await
+            .map_err(TodoError::from)?
+        {
             return Err(TodoError::NotFound.into());
         }
         Ok(Response::new(DeleteToDoRsp {}))
     }
 
-    async fn update_to_do(&self, request: Request<UpdateToDoReq>) -> Result<Response<UpdateToDoRsp>, Status> {
+    async fn update_to_do(
+        &self,
+        request: Request<UpdateToDoReq>,
+    ) -> Result<Response<UpdateToDoRsp>, Status> {
         let user = caller(&request)?;
         let (id, content) = content_of(request.into_inner().item)?;
         let id = TodoId::try_from(id)?;
-        if !self.store.update(&user, id, &content).await.map_err(TodoError::from)? {
+        if !self
+            .store
+            .update(&user, id, &content)
+            .await
+            .map_err(TodoError::from)?
+        {
             return Err(TodoError::NotFound.into());
         }
         Ok(Response::new(UpdateToDoRsp {}))
     }
 
-    async fn list_to_do(&self, request: Request<ListToDoReq>) -> Result<Response<ListToDoRsp>, Status> {
+    async fn list_to_do(
+        &self,
+        request: Request<ListToDoReq>,
+    ) -> Result<Response<ListToDoRsp>, Status> {
         let user = caller(&request)?;
         let req = request.into_inner();
         let page = Page::new(req.limit, &req.page_token)?;
         // One extra row tells whether another page follows.
-        let probe = Page { limit: page.limit + 1, ..page };
-        let mut records = self.store.list(&user, probe).await.map_err(TodoError::from)?;
+        let probe = Page {
+            limit: page.limit + 1,
+            ..page
+        };
+        let mut records = self
+            .store
+            .list(&user, probe)
+            .await
+            .map_err(TodoError::from)?;
         let more = records.len() > page.limit as usize;
         records.truncate(page.limit as usize);
         let next_page_token = match (more, records.last()) {
@@ -121,7 +161,19 @@ mod tests {
 
     #[test]
     fn timestamps_split_micros() {
-        assert_eq!(timestamp(1_500_000), Timestamp { seconds: 1, nanos: 500_000_000 });
-        assert_eq!(timestamp(-1), Timestamp { seconds: -1, nanos: 999_999_000 });
+        assert_eq!(
+            timestamp(1_500_000),
+            Timestamp {
+                seconds: 1,
+                nanos: 500_000_000
+            }
+        );
+        assert_eq!(
+            timestamp(-1),
+            Timestamp {
+                seconds: -1,
+                nanos: 999_999_000
+            }
+        );
     }
 }

@@ -51,7 +51,10 @@ impl Content {
             return Err(TodoError::invalid("title", "must be 1 to 200 characters"));
         }
         if text.chars().count() > 2000 {
-            return Err(TodoError::invalid("text", "must be at most 2000 characters"));
+            return Err(TodoError::invalid(
+                "text",
+                "must be at most 2000 characters",
+            ));
         }
         Ok(Self { title, text, done })
     }
@@ -72,7 +75,11 @@ impl Page {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let after = if token.is_empty() { 0 } else { decode_token(token)? };
+        let after = if token.is_empty() {
+            0
+        } else {
+            decode_token(token)?
+        };
         Ok(Self { after, limit })
     }
 }
@@ -116,10 +123,22 @@ mod tests {
 
     #[test]
     fn page_defaults_caps_and_tokens() {
-        assert_eq!(Page::new(0, "").expect("page"), Page { after: 0, limit: 100 });
+        assert_eq!(
+            Page::new(0, "").expect("page"),
+            Page {
+                after: 0,
+                limit: 100
+            }
+        );
         assert_eq!(Page::new(5000, "").expect("page").limit, 1000);
         let token = encode_token(42);
-        assert_eq!(Page::new(10, &token).expect("page"), Page { after: 42, limit: 10 });
+        assert_eq!(
+            Page::new(10, &token).expect("page"),
+            Page {
+                after: 42,
+                limit: 10
+            }
+        );
         for bad in ["!!", "AQ", "AgAAACo", "AQAAAAA", "zzzzzzzzzzzz"] {
             assert!(Page::new(1, bad).is_err(), "{bad}");
         }

@@ -6,7 +6,10 @@ use tonic::Status;
 #[derive(Debug, thiserror::Error)]
 pub enum TodoError {
     #[error("{field} {reason}")]
-    InvalidArgument { field: &'static str, reason: &'static str },
+    InvalidArgument {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error("no such todo entry")]
     NotFound,
     #[error("missing caller identity")]
@@ -27,7 +30,9 @@ impl From<StoreError> for TodoError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(detail) => TodoError::Unavailable(detail),
-            StoreError::Conflict(detail) | StoreError::Internal(detail) => TodoError::Internal(detail),
+            StoreError::Conflict(detail) | StoreError::Internal(detail) => {
+                TodoError::Internal(detail)
+            }
         }
     }
 }

@@ -54,9 +54,12 @@ impl Service for TodoService {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let (pool, store) = open_store(&config).await?;
 
-        let todo = ToDoServer::new(TodoApi::new(store)).max_decoding_message_size(config.server.max_message_bytes);
+        let todo = ToDoServer::new(TodoApi::new(store))
+            .max_decoding_message_size(config.server.max_message_bytes);
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<ToDoServer<TodoApi<SqlTodoStore>>>().await;
+        health
+            .set_serving::<ToDoServer<TodoApi<SqlTodoStore>>>()
+            .await;
         let routes = tonic::service::Routes::new(health_service).add_service(todo);
 
         let probe_pool = pool.clone();

@@ -23,20 +23,48 @@ type Row = (i32, String, String, bool, i64, Option<i64>);
 
 impl From<Row> for TodoRecord {
     fn from((id, title, text, done, created_at, updated_at): Row) -> Self {
-        Self { id, title, text, done, created_at, updated_at }
+        Self {
+            id,
+            title,
+            text,
+            done,
+            created_at,
+            updated_at,
+        }
     }
 }
 
 /// Every operation is scoped to one user: another user's entries do not exist.
 pub trait TodoStore: Send + Sync + 'static {
-    fn create(&self, user: &UserId, content: &Content) -> impl Future<Output = Result<i32, StoreError>> + Send;
-    fn get(&self, user: &UserId, id: TodoId) -> impl Future<Output = Result<Option<TodoRecord>, StoreError>> + Send;
+    fn create(
+        &self,
+        user: &UserId,
+        content: &Content,
+    ) -> impl Future<Output = Result<i32, StoreError>> + Send;
+    fn get(
+        &self,
+        user: &UserId,
+        id: TodoId,
+    ) -> impl Future<Output = Result<Option<TodoRecord>, StoreError>> + Send;
     /// Whether the entry existed (and so was updated).
-    fn update(&self, user: &UserId, id: TodoId, content: &Content) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn update(
+        &self,
+        user: &UserId,
+        id: TodoId,
+        content: &Content,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Whether the entry existed (and so was deleted).
-    fn delete(&self, user: &UserId, id: TodoId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn delete(
+        &self,
+        user: &UserId,
+        id: TodoId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Up to `page.limit` entries with ids above `page.after`, ascending.
-    fn list(&self, user: &UserId, page: Page) -> impl Future<Output = Result<Vec<TodoRecord>, StoreError>> + Send;
+    fn list(
+        &self,
+        user: &UserId,
+        page: Page,
+    ) -> impl Future<Output = Result<Vec<TodoRecord>, StoreError>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -99,7 +127,12 @@ impl TodoStore for SqlTodoStore {
         Ok(row.map(TodoRecord::from))
     }
 
-    async fn update(&self, user: &UserId, id: TodoId, content: &Content) -> Result<bool, StoreError> {
+    async fn update(
+        &self,
+        user: &UserId,
+        id: TodoId,
+        content: &Content,
+    ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE todos SET title = ?, text = ?, done = COALESCE(?, done), updated_at = ? WHERE id = ? AND user_id = ?";
         let updated = now_micros();
         let affected = on_pool!(&self.pool, |p| sqlx::query(SQL)
@@ -127,7 +160,8 @@ impl TodoStore for SqlTodoStore {
     }
 
     async fn list(&self, user: &UserId, page: Page) -> Result<Vec<TodoRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM todos WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?");
+        let sql =
+            format!("SELECT {COLUMNS} FROM todos WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?");
         let rows: Vec<Row> = on_pool!(&self.pool, |p| sqlx::query_as(&sql)
             .bind(user.as_str())
             .bind(page.after)

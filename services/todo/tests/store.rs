@@ -23,39 +23,105 @@ async fn exercise(store: SqlTodoStore) {
 
     let title = "🎉".repeat(200);
     let text = "ü✓".repeat(1000);
-    let first = store.create(&ann, &content(&title, &text, None)).await.expect("create");
-    let got = store.get(&ann, TodoId(first)).await.expect("get").expect("exists");
-    assert_eq!((got.title.as_str(), got.text.as_str(), got.done), (title.as_str(), text.as_str(), false));
+    let first = store
+        .create(&ann, &content(&title, &text, None))
+        .await
+        .expect("create");
+    let got = store
+        .get(&ann, TodoId(first))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (got.title.as_str(), got.text.as_str(), got.done),
+        (title.as_str(), text.as_str(), false)
+    );
     assert!(got.created_at > 0);
     assert_eq!(got.updated_at, None);
 
     // Other users' entries do not exist for them.
     assert!(store.get(&bob, TodoId(first)).await.expect("get").is_none());
-    assert!(!store.update(&bob, TodoId(first), &content("x", "", None)).await.expect("update"));
+    assert!(!store
+        .update(&bob, TodoId(first), &content("x", "", None))
+        .await
+        .expect("update"));
     assert!(!store.delete(&bob, TodoId(first)).await.expect("delete"));
-    assert!(store.list(&bob, Page { after: 0, limit: 10 }).await.expect("list").is_empty());
+    assert!(store
+        .list(
+            &bob,
+            Page {
+                after: 0,
+                limit: 10
+            }
+        )
+        .await
+        .expect("list")
+        .is_empty());
 
-    assert!(store.update(&ann, TodoId(first), &content("new", "body", Some(true))).await.expect("update"));
-    let got = store.get(&ann, TodoId(first)).await.expect("get").expect("exists");
-    assert_eq!((got.title.as_str(), got.text.as_str(), got.done), ("new", "body", true));
+    assert!(store
+        .update(&ann, TodoId(first), &content("new", "body", Some(true)))
+        .await
+        .expect("update"));
+    let got = store
+        .get(&ann, TodoId(first))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (got.title.as_str(), got.text.as_str(), got.done),
+        ("new", "body", true)
+    );
     assert!(got.updated_at.expect("updated_at set") >= got.created_at);
     // `done` absent leaves it unchanged.
-    assert!(store.update(&ann, TodoId(first), &content("newer", "", None)).await.expect("update"));
-    assert!(store.get(&ann, TodoId(first)).await.expect("get").expect("exists").done);
+    assert!(store
+        .update(&ann, TodoId(first), &content("newer", "", None))
+        .await
+        .expect("update"));
+    assert!(
+        store
+            .get(&ann, TodoId(first))
+            .await
+            .expect("get")
+            .expect("exists")
+            .done
+    );
 
     let mut ids = vec![first];
     for i in 0..4 {
-        ids.push(store.create(&ann, &content(&format!("t{i}"), "", None)).await.expect("create"));
+        ids.push(
+            store
+                .create(&ann, &content(&format!("t{i}"), "", None))
+                .await
+                .expect("create"),
+        );
     }
-    store.create(&bob, &content("bob's", "", None)).await.expect("create");
-    let page = store.list(&ann, Page { after: 0, limit: 3 }).await.expect("list");
+    store
+        .create(&bob, &content("bob's", "", None))
+        .await
+        .expect("create");
+    let page = store
+        .list(&ann, Page { after: 0, limit: 3 })
+        .await
+        .expect("list");
     assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..3]);
-    let rest = store.list(&ann, Page { after: ids[2], limit: 3 }).await.expect("list");
+    let rest = store
+        .list(
+            &ann,
+            Page {
+                after: ids[2],
+                limit: 3,
+            },
+        )
+        .await
+        .expect("list");
     assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), ids[3..]);
 
     assert!(store.delete(&ann, TodoId(first)).await.expect("delete"));
     assert!(store.get(&ann, TodoId(first)).await.expect("get").is_none());
-    assert!(!store.delete(&ann, TodoId(first)).await.expect("delete twice"));
+    assert!(!store
+        .delete(&ann, TodoId(first))
+        .await
+        .expect("delete twice"));
 }
 
 #[tokio::test]
@@ -69,7 +135,9 @@ async fn sqlite_store() {
 
 #[tokio::test]
 async fn mariadb_store() {
-    let url = todoapp_devkit::mariadb::test_database("todo_store").await.expect("MariaDB for tests");
+    let url = todoapp_devkit::mariadb::test_database("todo_store")
+        .await
+        .expect("MariaDB for tests");
     let store = SqlTodoStore::new(connect(&settings(url)).await.expect("connect"));
     assert_eq!(store.kind(), Kind::MySql);
     exercise(store).await;

@@ -72,10 +72,15 @@ impl<S: UserStore> UserApi<S> {
 #[tonic::async_trait]
 impl<S: UserStore> User for UserApi<S> {
     async fn login(&self, request: Request<LoginReq>) -> Result<Response<LoginRsp>, Status> {
-        Ok(Response::new(UserApi::login(self, request.into_inner()).await?))
+        Ok(Response::new(
+            UserApi::login(self, request.into_inner()).await?,
+        ))
     }
 
-    async fn register(&self, request: Request<RegisterReq>) -> Result<Response<RegisterRsp>, Status> {
+    async fn register(
+        &self,
+        request: Request<RegisterReq>,
+    ) -> Result<Response<RegisterRsp>, Status> {
         UserApi::register(self, request.into_inner()).await?;
         Ok(Response::new(RegisterRsp {}))
     }
@@ -98,7 +103,10 @@ mod tests {
 
     impl UserStore for MemoryStore {
         async fn insert(&self, user: &NewUser) -> Result<(), StoreError> {
-            let mut users = self.0.lock().map_err(|_| StoreError::Internal("poisoned".into()))?;
+            let mut users = self
+                .0
+                .lock()
+                .map_err(|_| StoreError::Internal("poisoned".into()))?;
             if users.values().any(|u| u.email == user.email) {
                 return Err(StoreError::Conflict("users.email".into()));
             }
@@ -110,8 +118,14 @@ mod tests {
         }
 
         async fn credentials(&self, username: &str) -> Result<Option<Credentials>, StoreError> {
-            let users = self.0.lock().map_err(|_| StoreError::Internal("poisoned".into()))?;
-            Ok(users.get(username).map(|u| Credentials { id: u.id.clone(), password_hash: u.password_hash.clone() }))
+            let users = self
+                .0
+                .lock()
+                .map_err(|_| StoreError::Internal("poisoned".into()))?;
+            Ok(users.get(username).map(|u| Credentials {
+                id: u.id.clone(),
+                password_hash: u.password_hash.clone(),
+            }))
         }
     }
 
@@ -119,38 +133,91 @@ mod tests {
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("keypair");
         let key = dir.join("jwt.key");
         std::fs::write(&key, pair.serialize_pem()).expect("write");
-        let jwt = JwtSettings { private_key: key, issuer: "todoapp".into(), audience: "todoapp".into(), lifetime_secs: 3600 };
-        let argon2 = Argon2Settings { memory_kib: 1024, iterations: 1, parallelism: 1, max_concurrent_hashes: 2 };
-        UserApi::new(MemoryStore::default(), Hasher::new(&argon2).expect("hasher"), TokenIssuer::load(&jwt).expect("issuer"))
+        let jwt = JwtSettings {
+            private_key: key,
+            issuer: "todoapp".into(),
+            audience: "todoapp".into(),
+            lifetime_secs: 3600,
+        };
+        let argon2 = Argon2Settings {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent_hashes: 2,
+        };
+        UserApi::new(
+            MemoryStore::default(),
+            Hasher::new(&argon2).expect("hasher"),
+            TokenIssuer::load(&jwt).expect("issuer"),
+        )
     }
 
     fn register_req(name: &str) -> RegisterReq {
-        RegisterReq { username: name.into(), password: "password1".into(), email: format!("{name}@example.org") }
+        RegisterReq {
+            username: name.into(),
+            password: "password1".into(),
+            email: format!("{name}@example.org"),
+        }
     }
 
     #[tokio::test]
     async fn both_login_failures_cost_exactly_one_verification() {
         let dir = tempfile::tempdir().expect("tempdir");
         let api = api(dir.path());
-        UserApi::register(&api, register_req("ann")).await.expect("register");
+        UserApi::register(&api, register_req("ann"))
+            .await
+            .expect("register");
         let verifications = || api.hasher.stats().verifications.load(Ordering::SeqCst);
 
         let before = verifications();
-        let unknown = UserApi::login(&api, LoginReq { username: "nobody".into(), password: "password1".into() }).await;
+        let unknown = UserApi::login(
+            &api,
+            LoginReq {
+                username: "nobody".into(),
+                password: "password1".into(),
+            },
+        )
+        .await;
         assert!(matches!(unknown, Err(UserError::BadCredentials)));
-        assert_eq!(verifications() - before, 1, "unknown user must still verify once");
+        assert_eq!(
+            verifications() - before,
+            1,
+            "unknown user must still verify once"
+        );
 
         let before = verifications();
-        let wrong = UserApi::login(&api, LoginReq { username: "ann".into(), password: "password2".into() }).await;
+        let wrong = UserApi::login(
+            &api,
+            LoginReq {
+                username: "ann".into(),
+                password: "password2".into(),
+            },
+        )
+        .await;
         assert!(matches!(wrong, Err(UserError::BadCredentials)));
         assert_eq!(verifications() - before, 1);
 
         let before = verifications();
-        let malformed = UserApi::login(&api, LoginReq { username: String::new(), password: "x".into() }).await;
+        let malformed = UserApi::login(
+            &api,
+            LoginReq {
+                username: String::new(),
+                password: "x".into(),
+            },
+        )
+        .await;
         assert!(matches!(malformed, Err(UserError::BadCredentials)));
         assert_eq!(verifications() - before, 1);
 
-        let ok = UserApi::login(&api, LoginReq { username: "ann".into(), password: "password1".into() }).await.expect("login");
+        let ok = UserApi::login(
+            &api,
+            LoginReq {
+                username: "ann".into(),
+                password: "password1".into(),
+            },
+        )
+        .await
+        .expect("login");
         assert!(ok.expiration.ends_with('Z'));
     }
 
@@ -158,8 +225,18 @@ mod tests {
     async fn stored_hash_is_argon2id_and_never_the_password() {
         let dir = tempfile::tempdir().expect("tempdir");
         let api = api(dir.path());
-        UserApi::register(&api, register_req("bob")).await.expect("register");
-        let stored = api.store.0.lock().expect("lock").get("bob").expect("stored").password_hash.clone();
+        UserApi::register(&api, register_req("bob"))
+            .await
+            .expect("register");
+        let stored = api
+            .store
+            .0
+            .lock()
+            .expect("lock")
+            .get("bob")
+            .expect("stored")
+            .password_hash
+            .clone();
         assert!(stored.starts_with("$argon2id$v=19$"), "{stored}");
         assert!(!stored.contains("password1"));
     }
@@ -170,11 +247,19 @@ mod tests {
         let api = api(dir.path());
         let mut bad = register_req("carl");
         bad.email = "broken".into();
-        assert!(matches!(UserApi::register(&api, bad).await, Err(UserError::InvalidArgument { field: "email", .. })));
+        assert!(matches!(
+            UserApi::register(&api, bad).await,
+            Err(UserError::InvalidArgument { field: "email", .. })
+        ));
         assert!(api.store.0.lock().expect("lock").is_empty());
-        UserApi::register(&api, register_req("carl")).await.expect("register");
+        UserApi::register(&api, register_req("carl"))
+            .await
+            .expect("register");
         let mut dup = register_req("carl2");
         dup.email = "carl@example.org".into();
-        assert!(matches!(UserApi::register(&api, dup).await, Err(UserError::AlreadyExists("email"))));
+        assert!(matches!(
+            UserApi::register(&api, dup).await,
+            Err(UserError::AlreadyExists("email"))
+        ));
     }
 }

@@ -78,7 +78,10 @@ impl UserConfig {
         self.database.validate(files)?;
         let jwt = &self.jwt;
         if jwt.lifetime_secs == 0 || jwt.lifetime_secs > MAX_TOKEN_LIFETIME_SECS {
-            return Err(ConfigError::invalid("jwt.lifetime_secs", "must be between 1 and 86400"));
+            return Err(ConfigError::invalid(
+                "jwt.lifetime_secs",
+                "must be between 1 and 86400",
+            ));
         }
         if jwt.issuer.is_empty() {
             return Err(ConfigError::invalid("jwt.issuer", "must not be empty"));

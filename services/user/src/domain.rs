@@ -13,10 +13,16 @@ impl TryFrom<String> for Username {
     fn try_from(value: String) -> Result<Self, Self::Error> {
         let chars = value.chars().count();
         if !(1..=100).contains(&chars) {
-            return Err(UserError::invalid("username", "must be 1 to 100 characters"));
+            return Err(UserError::invalid(
+                "username",
+                "must be 1 to 100 characters",
+            ));
         }
         if value.chars().any(char::is_control) {
-            return Err(UserError::invalid("username", "must not contain control characters"));
+            return Err(UserError::invalid(
+                "username",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(value))
     }
@@ -37,7 +43,10 @@ impl TryFrom<String> for Password {
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
         if !(8..=128).contains(&value.chars().count()) {
-            return Err(UserError::invalid("password", "must be 8 to 128 characters"));
+            return Err(UserError::invalid(
+                "password",
+                "must be 8 to 128 characters",
+            ));
         }
         Ok(Self(Secret::new(value)))
     }
@@ -58,7 +67,10 @@ impl TryFrom<String> for Email {
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
         if value.chars().count() > 254 {
-            return Err(UserError::invalid("email", "must be at most 254 characters"));
+            return Err(UserError::invalid(
+                "email",
+                "must be at most 254 characters",
+            ));
         }
         if !email_address::EmailAddress::is_valid(&value) || !value.contains('.') {
             return Err(UserError::invalid("email", "is not a valid email address"));
@@ -88,8 +100,14 @@ mod tests {
     fn username_bounds() {
         assert!(Username::try_from("a".to_string()).is_ok());
         assert!(Username::try_from("é".repeat(100)).is_ok());
-        assert_eq!(field_of(Username::try_from(String::new()).unwrap_err()), "username");
-        assert_eq!(field_of(Username::try_from("x".repeat(101)).unwrap_err()), "username");
+        assert_eq!(
+            field_of(Username::try_from(String::new()).unwrap_err()),
+            "username"
+        );
+        assert_eq!(
+            field_of(Username::try_from("x".repeat(101)).unwrap_err()),
+            "username"
+        );
         assert!(Username::try_from("a\nb".to_string()).is_err());
     }
 
@@ -99,13 +117,24 @@ mod tests {
         let p = Password::try_from("  spaced  ".to_string()).expect("valid");
         assert_eq!(p.expose(), "  spaced  ");
         assert!(Password::try_from("🔑".repeat(128)).is_ok());
-        assert_eq!(field_of(Password::try_from("x".repeat(129)).unwrap_err()), "password");
+        assert_eq!(
+            field_of(Password::try_from("x".repeat(129)).unwrap_err()),
+            "password"
+        );
     }
 
     #[test]
     fn email_rules() {
-        assert_eq!(Email::try_from("Ann@Example.org".to_string()).expect("ok").as_str(), "ann@example.org");
-        assert_eq!(field_of(Email::try_from("nope".to_string()).unwrap_err()), "email");
+        assert_eq!(
+            Email::try_from("Ann@Example.org".to_string())
+                .expect("ok")
+                .as_str(),
+            "ann@example.org"
+        );
+        assert_eq!(
+            field_of(Email::try_from("nope".to_string()).unwrap_err()),
+            "email"
+        );
         assert!(Email::try_from(format!("{}@example.org", "a".repeat(250))).is_err());
     }
 }

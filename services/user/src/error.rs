@@ -6,7 +6,10 @@ use tonic::Status;
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
     #[error("{field} {reason}")]
-    InvalidArgument { field: &'static str, reason: &'static str },
+    InvalidArgument {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error("{0} is already registered")]
     AlreadyExists(&'static str),
     #[error("invalid username or password")]
@@ -27,9 +30,15 @@ impl From<StoreError> for UserError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(detail) => UserError::Unavailable(detail),
-            StoreError::Conflict(detail) if detail.contains("email") => UserError::AlreadyExists("email"),
-            StoreError::Conflict(detail) if detail.contains("username") => UserError::AlreadyExists("username"),
-            StoreError::Conflict(detail) | StoreError::Internal(detail) => UserError::Internal(detail),
+            StoreError::Conflict(detail) if detail.contains("email") => {
+                UserError::AlreadyExists("email")
+            }
+            StoreError::Conflict(detail) if detail.contains("username") => {
+                UserError::AlreadyExists("username")
+            }
+            StoreError::Conflict(detail) | StoreError::Internal(detail) => {
+                UserError::Internal(detail)
+            }
         }
     }
 }

@@ -22,8 +22,8 @@ use todoapp_runtime::ConfigError;
 pub use crate::api::UserApi;
 pub use crate::config::UserConfig;
 pub use crate::password::Hasher;
-pub use crate::token::TokenIssuer;
 use crate::store::SqlUserStore;
+pub use crate::token::TokenIssuer;
 
 pub struct UserService;
 
@@ -61,10 +61,12 @@ impl Service for UserService {
         let (pool, store) = open_store(&config).await?;
 
         let limit = config.server.max_message_bytes;
-        let user = UserServer::new(UserApi::new(store, hasher, issuer))
-            .max_decoding_message_size(limit);
+        let user =
+            UserServer::new(UserApi::new(store, hasher, issuer)).max_decoding_message_size(limit);
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<UserServer<UserApi<SqlUserStore>>>().await;
+        health
+            .set_serving::<UserServer<UserApi<SqlUserStore>>>()
+            .await;
         let routes = tonic::service::Routes::new(health_service).add_service(user);
 
         let probe_pool = pool.clone();

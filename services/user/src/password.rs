@@ -6,15 +6,20 @@ use std::sync::Arc;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
 use todoapp_runtime::ConfigError;
+use tokio::sync::Semaphore;
 
 use crate::config::Argon2Settings;
 use crate::error::UserError;
 
 pub fn params(settings: &Argon2Settings) -> Result<Params, ConfigError> {
-    Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
-        .map_err(|e| ConfigError::invalid("argon2", e.to_string()))
+    Params::new(
+        settings.memory_kib,
+        settings.iterations,
+        settings.parallelism,
+        None,
+    )
+    .map_err(|e| ConfigError::invalid("argon2", e.to_string()))
 }
 
 #[derive(Clone)]
@@ -70,7 +75,11 @@ impl Hasher {
 
     /// Verifies `password` against `stored`, or against a dummy hash when
     /// there is no stored hash; false in that case whatever the password.
-    pub async fn verify(&self, stored: Option<String>, password: String) -> Result<bool, UserError> {
+    pub async fn verify(
+        &self,
+        stored: Option<String>,
+        password: String,
+    ) -> Result<bool, UserError> {
         let argon2 = self.argon2.clone();
         let exists = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.to_string());
@@ -115,7 +124,12 @@ mod tests {
     use super::*;
 
     fn cheap() -> Argon2Settings {
-        Argon2Settings { memory_kib: 1024, iterations: 1, parallelism: 1, max_concurrent_hashes: 1 }
+        Argon2Settings {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent_hashes: 1,
+        }
     }
 
     #[tokio::test]
@@ -123,14 +137,26 @@ mod tests {
         let hasher = Hasher::new(&cheap()).expect("hasher");
         let phc = hasher.hash("correct horse".into()).await.expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
-        assert!(hasher.verify(Some(phc.clone()), "correct horse".into()).await.expect("verify"));
-        assert!(!hasher.verify(Some(phc), "correct horsf".into()).await.expect("verify"));
-        assert!(!hasher.verify(None, "timing-equaliser".into()).await.expect("verify"));
+        assert!(hasher
+            .verify(Some(phc.clone()), "correct horse".into())
+            .await
+            .expect("verify"));
+        assert!(!hasher
+            .verify(Some(phc), "correct horsf".into())
+            .await
+            .expect("verify"));
+        assert!(!hasher
+            .verify(None, "timing-equaliser".into())
+            .await
+            .expect("verify"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_hashes_are_bounded() {
-        let settings = Argon2Settings { max_concurrent_hashes: 2, ..cheap() };
+        let settings = Argon2Settings {
+            max_concurrent_hashes: 2,
+            ..cheap()
+        };
         let hasher = Hasher::new(&settings).expect("hasher");
         let tasks: Vec<_> = (0..12)
             .map(|i| {

@@ -22,9 +22,16 @@ fn user(n: u32, username: &str, email: &str) -> NewUser {
 
 async fn exercise(store: SqlUserStore) {
     store.migrate().await.expect("migrations are idempotent");
-    store.insert(&user(1, "ann", "ann@example.org")).await.expect("insert");
+    store
+        .insert(&user(1, "ann", "ann@example.org"))
+        .await
+        .expect("insert");
 
-    let creds = store.credentials("ann").await.expect("lookup").expect("found");
+    let creds = store
+        .credentials("ann")
+        .await
+        .expect("lookup")
+        .expect("found");
     assert_eq!(creds.id, "00000000-0000-4000-8000-000000000001");
     assert!(creds.password_hash.starts_with("$argon2id$"));
     assert!(store.credentials("nobody").await.expect("lookup").is_none());
@@ -33,7 +40,10 @@ async fn exercise(store: SqlUserStore) {
 
     // Emoji and long names survive unchanged (utf8mb4, no truncation).
     let name = format!("😀{}", "ü".repeat(99));
-    store.insert(&user(2, &name, "emoji@example.org")).await.expect("insert emoji");
+    store
+        .insert(&user(2, &name, "emoji@example.org"))
+        .await
+        .expect("insert emoji");
     assert!(store.credentials(&name).await.expect("lookup").is_some());
 
     match store.insert(&user(3, "ann", "other@example.org")).await {
@@ -44,7 +54,10 @@ async fn exercise(store: SqlUserStore) {
         Err(StoreError::Conflict(msg)) => assert!(msg.contains("email"), "{msg}"),
         other => panic!("expected an email conflict, got {other:?}"),
     }
-    assert!(store.credentials("bob").await.expect("lookup").is_none(), "failed insert left a row");
+    assert!(
+        store.credentials("bob").await.expect("lookup").is_none(),
+        "failed insert left a row"
+    );
 }
 
 #[tokio::test]
@@ -58,7 +71,9 @@ async fn sqlite_store() {
 
 #[tokio::test]
 async fn mariadb_store() {
-    let url = todoapp_devkit::mariadb::test_database("user_store").await.expect("MariaDB for tests");
+    let url = todoapp_devkit::mariadb::test_database("user_store")
+        .await
+        .expect("MariaDB for tests");
     let store = SqlUserStore::new(connect(&settings(url)).await.expect("connect"));
     assert_eq!(store.kind(), Kind::MySql);
     exercise(store).await;

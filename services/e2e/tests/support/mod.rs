@@ -54,7 +54,13 @@ impl Workspace {
         )
     }
 
-    pub fn user_config(&self, listen: SocketAddr, db_url: &str, extra_top: &str, argon2: &str) -> PathBuf {
+    pub fn user_config(
+        &self,
+        listen: SocketAddr,
+        db_url: &str,
+        extra_top: &str,
+        argon2: &str,
+    ) -> PathBuf {
         self.write(
             "user.toml",
             &format!(
@@ -67,7 +73,13 @@ impl Workspace {
         )
     }
 
-    pub fn gateway_config(&self, listen: SocketAddr, user: SocketAddr, todo: SocketAddr, extra_top: &str) -> PathBuf {
+    pub fn gateway_config(
+        &self,
+        listen: SocketAddr,
+        user: SocketAddr,
+        todo: SocketAddr,
+        extra_top: &str,
+    ) -> PathBuf {
         self.write(
             "gateway.toml",
             &format!(
@@ -84,10 +96,16 @@ impl Workspace {
 
     /// A channel to a backend, presenting the gateway's client certificate
     /// (or none).
-    pub async fn backend_channel(&self, addr: SocketAddr, with_client_cert: bool) -> Result<Channel, tonic::transport::Error> {
+    pub async fn backend_channel(
+        &self,
+        addr: SocketAddr,
+        with_client_cert: bool,
+    ) -> Result<Channel, tonic::transport::Error> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let ca = std::fs::read(self.pki(files::INTERNAL_CA_CERT)).expect("ca");
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
         if with_client_cert {
             let cert = std::fs::read(self.pki(files::GATEWAY_CLIENT_CERT)).expect("cert");
             let key = std::fs::read(self.pki(files::GATEWAY_CLIENT_KEY)).expect("key");
@@ -126,10 +144,24 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn service");
         let log = Arc::new(Mutex::new(String::new()));
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -170,7 +202,11 @@ impl Proc {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "process did not exit within {limit:?}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {limit:?}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -178,7 +214,11 @@ impl Proc {
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         while !self.log().contains(needle) {
-            assert!(Instant::now() < deadline, "`{needle}` not logged within {limit:?}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` not logged within {limit:?}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -195,7 +235,10 @@ impl Drop for Proc {
 pub fn wait_for_port(addr: SocketAddr, limit: Duration) {
     let deadline = Instant::now() + limit;
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} not listening within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{addr} not listening within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
