@@ -173,7 +173,36 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     }
 }
 
+/// Now, in Unix microseconds: how both stores keep timestamps.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 impl Pool {
+    /// Runs the embedded migrations for this pool's engine.
+    pub async fn migrate(
+        &self,
+        sqlite: &sqlx::migrate::Migrator,
+        mysql: &sqlx::migrate::Migrator,
+    ) -> Result<(), StoreError> {
+        match self {
+            Pool::Sqlite(p) => sqlite.run(p).await?,
+            Pool::MySql(p) => mysql.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// A readiness probe for the systemd watchdog: the pool works.
+    pub fn probe(&self) -> todoapp_runtime::readiness::Probe {
+        let pool = self.clone();
+        std::sync::Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move { pool.ping().await })
+        })
+    }
+
     /// Whether the pool can hand out a working connection right now.
     pub async fn ping(&self) -> bool {
         on_pool!(self, |p| sqlx::query("SELECT 1").execute(p).await.is_ok())

@@ -48,15 +48,11 @@ fn sanitise_upstream(status: Status) -> Status {
         | Code::ResourceExhausted
         | Code::FailedPrecondition => Status::new(status.code(), status.message()),
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
-            tracing::warn!(code = ?status.code(), detail = %status.message(), "backend unavailable");
-            Status::unavailable("service temporarily unavailable")
+            todoapp_runtime::grpc::unavailable(&format!("backend: {status:?}"))
         }
         // OUT_OF_RANGE from a backend means our own request exceeded its limit.
         Code::OutOfRange => Status::resource_exhausted("message too large"),
-        code => {
-            tracing::error!(?code, detail = %status.message(), "backend failed");
-            Status::internal("internal error")
-        }
+        _ => todoapp_runtime::grpc::internal(&format!("backend: {status:?}")),
     }
 }
 

@@ -189,6 +189,19 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+impl TlsFiles {
+    /// Backends serve only mutually authenticated peers.
+    pub fn require_client_ca(&self) -> Result<(), ConfigError> {
+        match self.client_ca {
+            Some(_) => Ok(()),
+            None => Err(ConfigError::invalid(
+                "tls.client_ca",
+                "required: backends accept only mutually authenticated peers",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,18 @@ use tower_service::Service;
 
 const GRPC_STATUS: &str = "grpc-status";
 
+/// UNAVAILABLE for a client, with `detail` logged here (once) and never sent.
+pub fn unavailable(detail: &str) -> tonic::Status {
+    tracing::warn!(%detail, "dependency unavailable");
+    tonic::Status::unavailable("service temporarily unavailable")
+}
+
+/// INTERNAL for a client, with `detail` logged here (once) and never sent.
+pub fn internal(detail: &str) -> tonic::Status {
+    tracing::error!(%detail, "internal error");
+    tonic::Status::internal("internal error")
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcEdgeLayer;
 

@@ -28,12 +28,7 @@ impl Default for TodoConfig {
 
 impl TodoConfig {
     pub fn validate(&self, files: FileChecks) -> Result<(), ConfigError> {
-        if self.tls.client_ca.is_none() {
-            return Err(ConfigError::invalid(
-                "tls.client_ca",
-                "required: backends accept only mutually authenticated peers",
-            ));
-        }
+        self.tls.require_client_ca()?;
         self.database.validate(files)?;
         if files == FileChecks::Read {
             todoapp_runtime::tls::server_config(&self.tls)?;

@@ -43,15 +43,9 @@ impl From<TodoError> for Status {
             TodoError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
             TodoError::NotFound => Status::not_found(error.to_string()),
             TodoError::Unauthenticated => Status::unauthenticated(error.to_string()),
-            // Logged here, once; clients get the generic text only.
-            TodoError::Unavailable(ref detail) => {
-                tracing::warn!(%detail, "database unavailable");
-                Status::unavailable(error.to_string())
-            }
-            TodoError::Internal(ref detail) => {
-                tracing::error!(%detail, "internal error");
-                Status::internal(error.to_string())
-            }
+            // Logged there, once; clients get the generic text only.
+            TodoError::Unavailable(detail) => todoapp_runtime::grpc::unavailable(&detail),
+            TodoError::Internal(detail) => todoapp_runtime::grpc::internal(&detail),
         }
     }
 }

@@ -9,8 +9,6 @@ pub mod domain;
 mod error;
 pub mod store;
 
-use std::sync::Arc;
-
 use todoapp_api::to_do_server::ToDoServer;
 use todoapp_runtime::config::ServerSettings;
 use todoapp_runtime::server::{serve, BoxError, ServeOptions};
@@ -62,17 +60,13 @@ impl Service for TodoService {
             .await;
         let routes = tonic::service::Routes::new(health_service).add_service(todo);
 
-        let probe_pool = pool.clone();
         let options = ServeOptions {
             name: Self::NAME,
             settings: config.server,
             tls,
             health,
             health_services: vec![todoapp_api::service_names::TODO],
-            probe: Some(Arc::new(move || {
-                let pool = probe_pool.clone();
-                Box::pin(async move { pool.ping().await })
-            })),
+            probe: Some(pool.probe()),
         };
         let served = serve(options, routes).await;
         pool.close().await;

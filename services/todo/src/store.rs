@@ -2,9 +2,8 @@
 //! (SQLite and MariaDB, same portable SQL).
 
 use std::future::Future;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use todoapp_db::{on_pool, Kind, Pool, StoreError};
+use todoapp_db::{now_micros, on_pool, Kind, Pool, StoreError};
 
 use crate::domain::{Content, Page, TodoId, UserId};
 
@@ -81,22 +80,14 @@ impl SqlTodoStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.pool {
-            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
-            Pool::MySql(p) => MYSQL_MIGRATIONS.run(p).await?,
-        }
-        Ok(())
+        self.pool
+            .migrate(&SQLITE_MIGRATIONS, &MYSQL_MIGRATIONS)
+            .await
     }
 
     pub fn kind(&self) -> Kind {
         self.pool.kind()
     }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 const COLUMNS: &str = "id, title, text, done, created_at, updated_at";

@@ -69,12 +69,7 @@ impl Default for UserConfig {
 
 impl UserConfig {
     pub fn validate(&self, files: FileChecks) -> Result<(), ConfigError> {
-        if self.tls.client_ca.is_none() {
-            return Err(ConfigError::invalid(
-                "tls.client_ca",
-                "required: backends accept only mutually authenticated peers",
-            ));
-        }
+        self.tls.require_client_ca()?;
         self.database.validate(files)?;
         let jwt = &self.jwt;
         if jwt.lifetime_secs == 0 || jwt.lifetime_secs > MAX_TOKEN_LIFETIME_SECS {

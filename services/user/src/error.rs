@@ -49,15 +49,9 @@ impl From<UserError> for Status {
             UserError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
             UserError::AlreadyExists(_) => Status::already_exists(error.to_string()),
             UserError::BadCredentials => Status::unauthenticated(error.to_string()),
-            // Logged here, once; clients get the generic text only.
-            UserError::Unavailable(ref detail) => {
-                tracing::warn!(%detail, "database unavailable");
-                Status::unavailable(error.to_string())
-            }
-            UserError::Internal(ref detail) => {
-                tracing::error!(%detail, "internal error");
-                Status::internal(error.to_string())
-            }
+            // Logged there, once; clients get the generic text only.
+            UserError::Unavailable(detail) => todoapp_runtime::grpc::unavailable(&detail),
+            UserError::Internal(detail) => todoapp_runtime::grpc::internal(&detail),
         }
     }
 }

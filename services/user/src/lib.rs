@@ -11,8 +11,6 @@ mod password;
 pub mod store;
 mod token;
 
-use std::sync::Arc;
-
 use todoapp_api::user_server::UserServer;
 use todoapp_runtime::config::ServerSettings;
 use todoapp_runtime::server::{serve, BoxError, ServeOptions};
@@ -69,17 +67,13 @@ impl Service for UserService {
             .await;
         let routes = tonic::service::Routes::new(health_service).add_service(user);
 
-        let probe_pool = pool.clone();
         let options = ServeOptions {
             name: Self::NAME,
             settings: config.server,
             tls,
             health,
             health_services: vec![todoapp_api::service_names::USER],
-            probe: Some(Arc::new(move || {
-                let pool = probe_pool.clone();
-                Box::pin(async move { pool.ping().await })
-            })),
+            probe: Some(pool.probe()),
         };
         let served = serve(options, routes).await;
         pool.close().await;
