@@ -189,6 +189,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         toml::Value::String(pki_path(files::JWT_PUBLIC_KEY))
     ));
 
+    ensure_service_binaries().await?;
     let services = [
         ("user", user_config, user_socket),
         ("todo", todo_config, todo_socket),
@@ -242,6 +243,45 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     eprintln!("[stack] stopping");
     let _ = std::fs::remove_file(&stack_json);
     shutdown(running, mariadb).await;
+    Ok(())
+}
+
+const SERVICE_BINARIES: [&str; 3] = ["todoapp-gateway", "todoapp-user", "todoapp-todo"];
+
+/// `cargo run --bin todoapp-stack` builds only this package, not the
+/// service binaries it starts. When they are missing and we run under
+/// cargo (which sets `CARGO` and `CARGO_MANIFEST_DIR`), build them with the
+/// same profile, so the one-command quick start works.
+async fn ensure_service_binaries() -> Result<(), Error> {
+    let missing = SERVICE_BINARIES
+        .iter()
+        .any(|name| todoapp_devkit::bins::locate(name).is_err());
+    let (Some(cargo), Some(manifest_dir)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return Ok(());
+    };
+    if !missing {
+        return Ok(());
+    }
+    let release = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.ends_with("release")))
+        .unwrap_or(false);
+    eprintln!("[stack] building the service binaries (first run only)");
+    let mut cmd = tokio::process::Command::new(cargo);
+    cmd.arg("build").arg("--bins");
+    if release {
+        cmd.arg("--release");
+    }
+    for name in SERVICE_BINARIES {
+        cmd.arg("-p").arg(name);
+    }
+    let status = cmd.current_dir(manifest_dir).status().await?;
+    if !status.success() {
+        return Err(format!("building the service binaries failed ({status})").into());
+    }
     Ok(())
 }
 
