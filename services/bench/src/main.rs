@@ -93,6 +93,9 @@ struct Cli {
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "PATH")]
+    json_out: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -112,20 +115,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (json, json_out) = (cli.json, cli.json_out.clone());
     match runtime.block_on(bench(cli, threads)) {
         Ok(report) => {
-            if report.1 {
-                match serde_json::to_string_pretty(&report.0) {
-                    Ok(json) => println!("{json}"),
-                    Err(e) => {
-                        eprintln!("todoapp-bench: error: {e}");
-                        return ExitCode::from(2);
-                    }
+            let text = match serde_json::to_string_pretty(&report) {
+                Ok(text) => text,
+                Err(e) => {
+                    eprintln!("todoapp-bench: error: {e}");
+                    return ExitCode::from(2);
                 }
-            } else {
-                print!("{}", report::table(&report.0));
+            };
+            if let Some(path) = json_out {
+                if let Err(e) = std::fs::write(&path, format!("{text}\n")) {
+                    eprintln!("todoapp-bench: error: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
             }
-            if report.0.ok {
+            if json {
+                println!("{text}");
+            } else {
+                print!("{}", report::table(&report));
+            }
+            if report.ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -153,7 +164,7 @@ fn kib_map(pids: &procs::Pids) -> BTreeMap<String, u64> {
         .collect()
 }
 
-async fn bench(cli: Cli, threads: usize) -> Result<(Report, bool), String> {
+async fn bench(cli: Cli, threads: usize) -> Result<Report, String> {
     let specs = scenario::parse_list(&cli.scenarios, cli.concurrency)?;
     let vias = vias(&cli);
     if cli.users == 0 || cli.entries == 0 {
@@ -313,5 +324,5 @@ async fn bench(cli: Cli, threads: usize) -> Result<(Report, bool), String> {
         verification: Some(verification),
         errors,
     };
-    Ok((report, cli.json))
+    Ok(report)
 }

@@ -137,6 +137,27 @@ pub fn cpu_times(pids: &Pids) -> BTreeMap<&'static str, Duration> {
         .collect()
 }
 
+/// Busy and total CPU time of the whole machine so far, in clock ticks,
+/// from the first line of `/proc/stat` (busy: everything but idle and
+/// iowait; guest time is already inside user).
+pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let field = |i: usize| v.get(i).copied().unwrap_or(0);
+    let idle = field(3) + field(4);
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    Some((busy, busy + idle))
+}
+
+/// Busy CPU time of the whole machine so far.
+pub fn machine_busy() -> Option<Duration> {
+    let (busy, _) = parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    Some(Duration::from_secs_f64(busy as f64 / ticks_per_second()))
+}
+
 /// This process's user and system CPU time so far.
 pub fn own_cpu() -> (Duration, Duration) {
     // SAFETY: getrusage writes into the zeroed struct we pass.
@@ -203,6 +224,14 @@ mod tests {
         );
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 0"), None);
+    }
+
+    #[test]
+    fn parses_machine_cpu() {
+        let text = "cpu  100 5 50 1000 20 3 2 10 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
+        assert_eq!(parse_proc_stat(text), Some((170, 1190)));
+        assert_eq!(parse_proc_stat("intr 1 2 3\n"), None);
+        assert!(machine_busy().is_some());
     }
 
     #[test]

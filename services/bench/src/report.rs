@@ -72,6 +72,9 @@ pub struct Report {
     pub ok: bool,
 }
 
+/// Cores of other work above which a scenario's numbers are flagged.
+pub const OTHER_LOAD_WARNING: f64 = 0.25;
+
 fn key(r: &ScenarioResult) -> String {
     format!("{}:{} {}", r.scenario, r.concurrency, r.via)
 }
@@ -217,6 +220,7 @@ pub fn table(report: &Report) -> String {
     for n in &names {
         let _ = write!(out, " {n:>7}");
     }
+    let _ = write!(out, " {:>7} {:>7}", "machine", "other");
     let _ = write!(out, "   peak RSS MiB:");
     for n in names.iter().filter(|n| *n != "stack") {
         let _ = write!(out, " {n:>7}");
@@ -239,6 +243,11 @@ pub fn table(report: &Report) -> String {
                     .map_or_else(|| "-".into(), |c| format!("{c:.2}"))
             );
         }
+        let _ = write!(
+            out,
+            " {:>7.2} {:>7.2}",
+            r.machine_cpu.busy_cores, r.machine_cpu.other_cores
+        );
         let _ = write!(out, "   {:>14}", "");
         for n in names.iter().filter(|n| *n != "stack") {
             let _ = write!(
@@ -285,6 +294,24 @@ pub fn table(report: &Report) -> String {
             if v.ok { "ok" } else { "MISMATCH" }
         );
     }
+    let busy: Vec<String> = report
+        .scenarios
+        .iter()
+        .filter(|r| r.machine_cpu.other_cores > OTHER_LOAD_WARNING)
+        .map(|r| {
+            format!(
+                "{}:{} {} ({:.2} cores)",
+                r.scenario, r.concurrency, r.via, r.machine_cpu.other_cores
+            )
+        })
+        .collect();
+    if !busy.is_empty() {
+        let _ = writeln!(
+            out,
+            "warning: other work used the CPU during: {}; those numbers are skewed",
+            busy.join(", ")
+        );
+    }
     let _ = writeln!(
         out,
         "unexpected errors: {}{}",
@@ -316,6 +343,7 @@ mod tests {
             ops: BTreeMap::new(),
             client_cpu: CpuUse::default(),
             process_cpu: BTreeMap::new(),
+            machine_cpu: Default::default(),
             memory: BTreeMap::new(),
         }
     }

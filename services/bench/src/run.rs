@@ -442,6 +442,15 @@ pub struct CpuUse {
     pub cores: f64,
 }
 
+/// The whole machine over the measured window, in cores busy.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MachineCpu {
+    pub busy_cores: f64,
+    /// Busy cores not spent by this client or the stack's processes:
+    /// other work on the machine (or the kernel's own) skewing the run.
+    pub other_cores: f64,
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct MemUse {
     /// VmRSS just before the scenario started.
@@ -471,6 +480,7 @@ pub struct ScenarioResult {
     pub client_cpu: CpuUse,
     /// Cores used by each stack process over the measured window.
     pub process_cpu: BTreeMap<String, f64>,
+    pub machine_cpu: MachineCpu,
     pub memory: BTreeMap<String, MemUse>,
 }
 
@@ -566,7 +576,13 @@ pub async fn run_scenario(
     let peaks = sampler
         .await
         .map_err(|e| format!("memory sampler failed: {e}"))?;
-    let (client_cpu, process_cpu) = cpu.await.map_err(|e| format!("CPU sampler failed: {e}"))?;
+    let (client_cpu, process_cpu, machine_busy) =
+        cpu.await.map_err(|e| format!("CPU sampler failed: {e}"))?;
+    let accounted = client_cpu.cores + process_cpu.values().sum::<f64>();
+    let machine_cpu = MachineCpu {
+        busy_cores: machine_busy,
+        other_cores: (machine_busy - accounted).max(0.0),
+    };
 
     let headline_ops: Vec<Op> = match spec.kind {
         Kind::LoginBurst => vec![Op::Get],
@@ -623,6 +639,7 @@ pub async fn run_scenario(
         ops: op_results,
         client_cpu,
         process_cpu,
+        machine_cpu,
         memory,
     })
 }
@@ -644,15 +661,21 @@ async fn sample_memory(pids: Pids, stop: Arc<AtomicBool>) -> BTreeMap<&'static s
     }
 }
 
-async fn sample_cpu(pids: Pids, phases: Phases) -> (CpuUse, BTreeMap<String, f64>) {
+async fn sample_cpu(pids: Pids, phases: Phases) -> (CpuUse, BTreeMap<String, f64>, f64) {
     tokio::time::sleep_until(phases.measure_start.into()).await;
     let t0 = Instant::now();
     let (u0, s0) = procs::own_cpu();
     let p0 = procs::cpu_times(&pids);
+    let m0 = procs::machine_busy();
     tokio::time::sleep_until(phases.measure_end.into()).await;
     let wall = t0.elapsed().as_secs_f64().max(1e-9);
     let (u1, s1) = procs::own_cpu();
     let p1 = procs::cpu_times(&pids);
+    let m1 = procs::machine_busy();
+    let machine = match (m0, m1) {
+        (Some(m0), Some(m1)) => m1.saturating_sub(m0).as_secs_f64() / wall,
+        _ => 0.0,
+    };
     let user_s = u1.saturating_sub(u0).as_secs_f64();
     let system_s = s1.saturating_sub(s0).as_secs_f64();
     let processes = p1
@@ -673,6 +696,7 @@ async fn sample_cpu(pids: Pids, phases: Phases) -> (CpuUse, BTreeMap<String, f64
             cores: (user_s + system_s) / wall,
         },
         processes,
+        machine,
     )
 }
 
