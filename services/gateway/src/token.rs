@@ -1,6 +1,7 @@
 //! Verifying client tokens: every call, before anything reaches a backend.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -35,8 +36,16 @@ struct Key {
     decoding: DecodingKey,
 }
 
+/// Verified tokens remembered, at most; the cache is emptied when full.
+const CACHE_LIMIT: usize = 16_384;
+
 pub struct TokenVerifier {
     keys: HashMap<String, Key>,
+    /// Exact token text -> (user id, exp) of tokens whose signature and
+    /// claims already verified. Signature checks dominate the gateway's CPU
+    /// and clients reuse a token for many calls; expiry is still checked on
+    /// every hit, and only the identical string (signature included) hits.
+    verified: Mutex<HashMap<Box<str>, (String, u64)>>,
     validation: Validation,
     max_lifetime: u64,
     leeway: u64,
@@ -67,6 +76,7 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["sub", "exp", "iat", "iss", "aud"]);
         Ok(Self {
             keys,
+            verified: Mutex::new(HashMap::new()),
             validation,
             max_lifetime: settings.max_lifetime_secs,
             leeway: settings.leeway_secs,
@@ -88,23 +98,50 @@ impl TokenVerifier {
             Some(_) => return Err(TokenError::Malformed),
             None => value,
         };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(user) = self.cached(token, now)? {
+            return Ok(user);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let key = self.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
         let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
             .map_err(|_| TokenError::Rejected)?
             .claims;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         if claims.iat > now + self.leeway {
             return Err(TokenError::Rejected);
         }
         if claims.exp.saturating_sub(claims.iat) > self.max_lifetime {
             return Err(TokenError::TooLongLived);
         }
-        let user = uuid::Uuid::parse_str(&claims.sub).map_err(|_| TokenError::Rejected)?;
-        Ok(user.hyphenated().to_string())
+        let user = uuid::Uuid::parse_str(&claims.sub)
+            .map_err(|_| TokenError::Rejected)?
+            .hyphenated()
+            .to_string();
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= CACHE_LIMIT {
+                verified.clear();
+            }
+            verified.insert(token.into(), (user.clone(), claims.exp));
+        }
+        Ok(user)
+    }
+
+    /// The user of an already verified `token`, unless it has expired since.
+    fn cached(&self, token: &str, now: u64) -> Result<Option<String>, TokenError> {
+        let Ok(mut verified) = self.verified.lock() else {
+            return Ok(None);
+        };
+        match verified.get(token) {
+            Some((user, exp)) if now <= exp + self.leeway => Ok(Some(user.clone())),
+            Some(_) => {
+                verified.remove(token);
+                Err(TokenError::Rejected)
+            }
+            None => Ok(None),
+        }
     }
 }
 
@@ -271,6 +308,25 @@ mod tests {
     }
 
     #[test]
+    fn remembered_tokens_still_expire() {
+        let k = keys(1);
+        let mut c = claims();
+        c["exp"] = json!(now() - 50); // expired, but within the leeway
+        let token = sign(&k, 0, &c);
+        assert!(check(&k, &token).is_ok());
+        // The same token, seen later than exp + leeway: refused from the cache.
+        assert_eq!(
+            k.verifier.cached(&token, (now() + 20) as u64),
+            Err(TokenError::Rejected)
+        );
+        assert_eq!(
+            check(&k, &token).map(|_| ()),
+            Ok(()),
+            "evicted entry re-verifies normally"
+        );
+    }
+
+    #[test]
     fn algorithm_is_pinned() {
         let k = keys(1);
         let (kid, _, public_pem) = &k.signers[0];
@@ -296,6 +352,8 @@ mod tests {
     fn tampering_and_oversize_are_refused() {
         let k = keys(1);
         let token = sign(&k, 0, &claims());
+        // Verified once (and so remembered): variants must still fail.
+        assert!(check(&k, &token).is_ok());
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         use base64::Engine;
         let mut other = claims();

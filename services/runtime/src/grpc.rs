@@ -27,20 +27,33 @@ pub fn internal(detail: &str) -> tonic::Status {
     tonic::Status::internal("internal error")
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcEdgeLayer;
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcEdgeLayer {
+    service: &'static str,
+}
+
+impl GrpcEdgeLayer {
+    /// `service` names the service in every call line.
+    pub fn new(service: &'static str) -> Self {
+        Self { service }
+    }
+}
 
 impl<S> Layer<S> for GrpcEdgeLayer {
     type Service = GrpcEdge<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcEdge { inner }
+        GrpcEdge {
+            inner,
+            service: self.service,
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct GrpcEdge<S> {
     inner: S,
+    service: &'static str,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcEdge<S>
@@ -57,6 +70,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let record = CallRecord {
+            service: self.service,
             method: request.uri().path().to_owned(),
             start: Instant::now(),
             done: false,
@@ -177,6 +191,7 @@ fn is_decode_failure(map: &HeaderMap) -> bool {
 /// One call's log line; written when the status is known, or as CANCELLED
 /// if the response is dropped first.
 pub struct CallRecord {
+    service: &'static str,
     method: String,
     start: Instant,
     done: bool,
@@ -191,6 +206,7 @@ impl CallRecord {
         let micros = self.start.elapsed().as_micros() as u64;
         tracing::info!(
             target: "todoapp::call",
+            service = self.service,
             method = %self.method,
             status = ?code,
             latency_us = micros,

@@ -48,7 +48,7 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(GrpcEdgeLayer)
+        .layer(GrpcEdgeLayer::new(options.name))
         .add_routes(routes);
 
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();

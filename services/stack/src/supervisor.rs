@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
 use tokio::sync::{watch, Notify};
@@ -135,8 +134,10 @@ fn start(spec: &ServiceSpec, notify_path: &Path) -> std::io::Result<Child> {
         .env("NOTIFY_SOCKET", notify_path)
         .env_remove("LISTEN_PID")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // Logs go straight to our stderr (relaying them line by line cost a
+        // noticeable share of a core under load); every call line names its service.
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
         .kill_on_drop(true);
     // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
     unsafe {
@@ -152,21 +153,7 @@ fn start(spec: &ServiceSpec, notify_path: &Path) -> std::io::Result<Child> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn()?;
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(prefix_lines(spec.name, out));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(prefix_lines(spec.name, err));
-    }
-    Ok(child)
-}
-
-async fn prefix_lines(name: &'static str, stream: impl tokio::io::AsyncRead + Unpin) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("[{name}] {line}");
-    }
+    cmd.spawn()
 }
 
 async fn terminate(child: &mut Child, grace: Duration) {
