@@ -104,7 +104,8 @@ pub enum Kind {
 /// An open pool on one of the supported engines.
 #[derive(Debug, Clone)]
 pub enum Pool {
-    Sqlite(SqlitePool),
+    /// With the lock every writer takes first (see [`Pool::write_lock`]).
+    Sqlite(SqlitePool, std::sync::Arc<tokio::sync::Mutex<()>>),
     MySql(MySqlPool),
 }
 
@@ -114,7 +115,7 @@ pub enum Pool {
 macro_rules! on_pool {
     ($pool:expr, |$p:ident| $body:expr) => {
         match $pool {
-            $crate::Pool::Sqlite($p) => $body,
+            $crate::Pool::Sqlite($p, _) => $body,
             $crate::Pool::MySql($p) => $body,
         }
     };
@@ -143,7 +144,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .acquire_timeout(acquire)
                 .connect_with(options)
                 .await?;
-            Ok(Pool::Sqlite(pool))
+            Ok(Pool::Sqlite(pool, Default::default()))
         }
         Kind::MySql => {
             let mut options = MySqlConnectOptions::from_str(&mysql_url(settings.url.expose()))
@@ -188,7 +189,7 @@ impl Pool {
         mysql: &sqlx::migrate::Migrator,
     ) -> Result<(), StoreError> {
         match self {
-            Pool::Sqlite(p) => sqlite.run(p).await?,
+            Pool::Sqlite(p, _) => sqlite.run(p).await?,
             Pool::MySql(p) => mysql.run(p).await?,
         }
         Ok(())
@@ -203,6 +204,18 @@ impl Pool {
         })
     }
 
+    /// Held by writers for the length of one write statement. SQLite lets
+    /// one writer in at a time and makes the others sleep and retry (its busy
+    /// handler backs off up to 100 ms), which made the write latency tail
+    /// long under concurrency; queueing writers here, in order, avoids the
+    /// retries. MariaDB needs no such lock.
+    pub async fn write_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self {
+            Pool::Sqlite(_, lock) => Some(lock.lock().await),
+            Pool::MySql(_) => None,
+        }
+    }
+
     /// Whether the pool can hand out a working connection right now.
     pub async fn ping(&self) -> bool {
         on_pool!(self, |p| sqlx::query("SELECT 1").execute(p).await.is_ok())
@@ -210,7 +223,7 @@ impl Pool {
 
     pub fn kind(&self) -> Kind {
         match self {
-            Pool::Sqlite(_) => Kind::Sqlite,
+            Pool::Sqlite(..) => Kind::Sqlite,
             Pool::MySql(_) => Kind::MySql,
         }
     }

@@ -94,6 +94,7 @@ const COLUMNS: &str = "id, title, text, done, created_at, updated_at";
 
 impl TodoStore for SqlTodoStore {
     async fn create(&self, user: &UserId, content: &Content) -> Result<i32, StoreError> {
+        let _writer = self.pool.write_lock().await;
         // RETURNING works on SQLite ≥ 3.35 and MariaDB ≥ 10.5.
         const SQL: &str = "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
         let created = now_micros();
@@ -124,6 +125,7 @@ impl TodoStore for SqlTodoStore {
         id: TodoId,
         content: &Content,
     ) -> Result<bool, StoreError> {
+        let _writer = self.pool.write_lock().await;
         const SQL: &str = "UPDATE todos SET title = ?, text = ?, done = COALESCE(?, done), updated_at = ? WHERE id = ? AND user_id = ?";
         let updated = now_micros();
         let affected = on_pool!(&self.pool, |p| sqlx::query(SQL)
@@ -140,6 +142,7 @@ impl TodoStore for SqlTodoStore {
     }
 
     async fn delete(&self, user: &UserId, id: TodoId) -> Result<bool, StoreError> {
+        let _writer = self.pool.write_lock().await;
         const SQL: &str = "DELETE FROM todos WHERE id = ? AND user_id = ?";
         let affected = on_pool!(&self.pool, |p| sqlx::query(SQL)
             .bind(id.0)

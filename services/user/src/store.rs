@@ -54,6 +54,7 @@ impl SqlUserStore {
 
 impl UserStore for SqlUserStore {
     async fn insert(&self, user: &NewUser) -> Result<(), StoreError> {
+        let _writer = self.pool.write_lock().await;
         const SQL: &str = "INSERT INTO users (id, username, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)";
         let created = now_micros();
         on_pool!(&self.pool, |p| sqlx::query(SQL)
