@@ -2,7 +2,7 @@
 # Container test: the plain units from deploy/systemd/ under a real systemd.
 #
 # Boots Debian bookworm (debootstrap, cached) in systemd-nspawn with the
-# release binaries, the committed units and example configs, test
+# service binaries (release by default; CI passes its debug build), the committed units and example configs, test
 # certificates and MariaDB (unix_socket users), then a oneshot unit inside
 # runs the checks below and powers the container off:
 #   1. the three sockets listen, the services are not running yet
@@ -17,8 +17,8 @@
 # Usage (as root):
 #   scripts/container-test.sh [--bin-dir DIR] [--keep]
 #   scripts/container-test.sh --self-test    # stub binaries instead
-# Needs target/release/todoapp-{gateway,user,todo,e2e} (cargo build
-# --release) unless --self-test. Env: TODOAPP_ROOTFS_CACHE (default
+# Needs todoapp-{gateway,user,todo,e2e} in --bin-dir (default
+# target/release: cargo build --release) unless --self-test. Env: TODOAPP_ROOTFS_CACHE (default
 # /var/cache/todoapp-ci/rootfs-bookworm), DEBIAN_MIRROR (default: the Debian
 # mirror from apt's sources), BOOT_TIMEOUT (seconds, default 600).
 set -euo pipefail

@@ -669,3 +669,39 @@ async fn watchdog_is_fed_only_while_the_database_works() {
         .await
         .expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_feeds_the_watchdog_it_is_given() {
+    // The units set WatchdogSec= for every service; a gateway that never
+    // pings would be killed by systemd every interval.
+    let ws = Workspace::new();
+    let (notify, notify_path) = notify_socket(&ws);
+    notify
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let config = ws.gateway_config(free_addr(), free_addr(), free_addr(), "");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" "$@""#)
+        .arg(bin("todoapp-gateway"))
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "600000");
+    let _gateway = Proc::spawn(cmd);
+
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pings = 0;
+    while pings < 3 && Instant::now() < deadline {
+        if let Ok(n) = notify.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "WATCHDOG=1")
+            {
+                pings += 1;
+            }
+        }
+    }
+    assert!(pings >= 3, "gateway fed the watchdog {pings} times in 10 s");
+}

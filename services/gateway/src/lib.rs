@@ -80,7 +80,9 @@ impl Service for GatewayService {
                 todoapp_api::service_names::USER,
                 todoapp_api::service_names::TODO,
             ],
-            probe: None,
+            // The units set WatchdogSec= for every service: an unfed
+            // watchdog would have systemd kill the gateway every 30 s.
+            probe: Some(todoapp_runtime::readiness::runtime_responsive()),
         };
         serve(options, routes).await
     }
