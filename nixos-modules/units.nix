@@ -57,6 +57,14 @@ let
 
   isBackend = name: name != "gateway";
 
+  # System calls a service needs beyond `hardening`. The user service runs
+  # its argon2 threads at nice 10 (setpriority, in @resources) so that a
+  # login burst does not starve every other call; lowering its own priority
+  # needs no capability. Later allow entries win over the `~` line.
+  extraSystemCalls = {
+    user = [ "setpriority" ];
+  };
+
   # Units for one service.
   #
   # name            "gateway", "user" or "todo"
@@ -124,6 +132,7 @@ let
           StartLimitBurst = 10;
         };
         service = hardening // {
+          SystemCallFilter = hardening.SystemCallFilter ++ extraSystemCalls.${name} or [ ];
           Type = "notify";
           NotifyAccess = "main";
           ExecStart = execStart;
