@@ -3,33 +3,56 @@
 # The systemd units come from ./units.nix, shared with the plain unit files
 # in deploy/systemd/. Keys and certificates are handed to the services with
 # LoadCredential= and never enter the Nix store.
-{ config, lib, pkgs, ... }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 let
-  inherit (lib) mkOption mkEnableOption mkIf mkDefault types literalExpression;
+  inherit (lib)
+    mkOption
+    mkEnableOption
+    mkIf
+    mkDefault
+    types
+    literalExpression
+    ;
 
   cfg = config.services.todoapp;
   units = import ./units.nix;
   settingsFormat = pkgs.formats.toml { };
-  names = [ "gateway" "user" "todo" ];
-  backends = [ "user" "todo" ];
+  names = [
+    "gateway"
+    "user"
+    "todo"
+  ];
+  backends = [
+    "user"
+    "todo"
+  ];
   enabled = builtins.filter (n: cfg.${n}.enable) names;
   enabledBackends = builtins.filter (n: cfg.${n}.enable) backends;
 
-  hostPort = address: port:
+  hostPort =
+    address: port:
     if lib.hasInfix ":" address then "[${address}]:${toString port}" else "${address}:${toString port}";
 
   dbName = name: "todoapp_${name}";
-  localDbUrl = name: "mysql://todoapp-${name}@localhost/${dbName name}?socket=/run/mysqld/mysqld.sock";
+  localDbUrl =
+    name: "mysql://todoapp-${name}@localhost/${dbName name}?socket=/run/mysqld/mysqld.sock";
 
-  fileOption = description: mkOption {
-    type = types.str;
-    example = "/run/keys/todoapp/tls.key";
-    description = ''
-      ${description}
-      Absolute path on the host, read by systemd when the service starts
-      (`LoadCredential=`); it is never copied into the Nix store.
-    '';
-  };
+  fileOption =
+    description:
+    mkOption {
+      type = types.str;
+      example = "/run/keys/todoapp/tls.key";
+      description = ''
+        ${description}
+        Absolute path on the host, read by systemd when the service starts
+        (`LoadCredential=`); it is never copied into the Nix store.
+      '';
+    };
 
   # Options every service has.
   commonOptions = name: defaultPort: {
@@ -58,7 +81,10 @@ let
       type = types.nullOr (types.listOf types.str);
       default = if name == "gateway" then null else [ "localhost" ];
       defaultText = literalExpression (if name == "gateway" then "null" else ''[ "localhost" ]'');
-      example = [ "192.168.1.3" "10.0.0.0/24" ];
+      example = [
+        "192.168.1.3"
+        "10.0.0.0/24"
+      ];
       description = ''
         Addresses allowed to connect (`IPAddressAllow=` on the socket, all
         others are denied); `null` allows everyone.
@@ -80,7 +106,10 @@ let
     settings = mkOption {
       type = types.submodule { freeformType = settingsFormat.type; };
       default = { };
-      example = { max_message_bytes = 131072; shutdown_timeout_secs = 20; };
+      example = {
+        max_message_bytes = 131072;
+        shutdown_timeout_secs = 20;
+      };
       description = ''
         Configuration of the ${name} service, written to a TOML file (see
         `deploy/systemd/${name}.toml` for the keys). Listening address,
@@ -112,12 +141,15 @@ let
     };
   };
 
-  backendOptions = name: defaultPort: commonOptions name defaultPort // {
-    tls = (commonOptions name defaultPort).tls // {
-      clientCaFile = fileOption "CA certificate (PEM) that client certificates must chain to (the internal CA of the gateway's client certificate).";
+  backendOptions =
+    name: defaultPort:
+    commonOptions name defaultPort
+    // {
+      tls = (commonOptions name defaultPort).tls // {
+        clientCaFile = fileOption "CA certificate (PEM) that client certificates must chain to (the internal CA of the gateway's client certificate).";
+      };
+      database = databaseOptions name;
     };
-    database = databaseOptions name;
-  };
 
   # Credential name -> file, per service; the config refers to the names.
   credentials = {
@@ -127,20 +159,29 @@ let
       "upstream-ca.crt" = cfg.gateway.upstream.caFile;
       "client.crt" = cfg.gateway.upstream.clientCertFile;
       "client.key" = cfg.gateway.upstream.clientKeyFile;
-    } // lib.listToAttrs (lib.imap0 (i: f: lib.nameValuePair "jwt-${toString i}.pub" f) cfg.gateway.jwt.publicKeyFiles);
-    user = backendCredentials "user" // { "jwt.key" = cfg.user.jwt.privateKeyFile; };
+    }
+    // lib.listToAttrs (
+      lib.imap0 (i: f: lib.nameValuePair "jwt-${toString i}.pub" f) cfg.gateway.jwt.publicKeyFiles
+    );
+    user = backendCredentials "user" // {
+      "jwt.key" = cfg.user.jwt.privateKeyFile;
+    };
     todo = backendCredentials "todo";
   };
-  backendCredentials = name: {
-    "tls.crt" = cfg.${name}.tls.certFile;
-    "tls.key" = cfg.${name}.tls.keyFile;
-    "client-ca.crt" = cfg.${name}.tls.clientCaFile;
-  } // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) {
-    "db-password" = cfg.${name}.database.passwordFile;
-  };
+  backendCredentials =
+    name:
+    {
+      "tls.crt" = cfg.${name}.tls.certFile;
+      "tls.key" = cfg.${name}.tls.keyFile;
+      "client-ca.crt" = cfg.${name}.tls.clientCaFile;
+    }
+    // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) {
+      "db-password" = cfg.${name}.database.passwordFile;
+    };
 
   # Generated config, checked at build time without reading any key file.
-  configFile = name:
+  configFile =
+    name:
     let
       file = settingsFormat.generate "todoapp-${name}.toml" cfg.${name}.settings;
     in
@@ -149,14 +190,16 @@ let
         ${cfg.package}/bin/todoapp-${name} --config ${file} --check-config --no-files
         ln -s ${file} $out
       ''
-    else file;
+    else
+      file;
 
   # A local MariaDB is reached through its unix socket, so the backends can
   # run without network access (the listening socket comes from systemd).
-  backendOffline = name:
-    cfg.database.createLocally || lib.hasPrefix "sqlite:" (toString cfg.${name}.database.url);
+  backendOffline =
+    name: cfg.database.createLocally || lib.hasPrefix "sqlite:" (toString cfg.${name}.database.url);
 
-  unitsFor = name:
+  unitsFor =
+    name:
     let
       s = cfg.${name};
       isBackend = name != "gateway";
@@ -169,15 +212,17 @@ let
       credentials = credentials.${name};
       clientAllow = s.allowedClients;
       networkAllow =
-        if isBackend then [ "localhost" ] ++ cfg.database.allowedAddresses
-        else s.upstream.allowedAddresses;
+        if isBackend then [ "localhost" ] ++ cfg.database.allowedAddresses else s.upstream.allowedAddresses;
       privateNetwork = isBackend && backendOffline name;
       after = lib.optional localDb "mysql.service";
       wants = lib.optional localDb "mysql.service";
     };
 
-  systemdFor = name:
-    let u = unitsFor name; in
+  systemdFor =
+    name:
+    let
+      u = unitsFor name;
+    in
     {
       sockets."todoapp-${name}" = {
         inherit (u.socket) wantedBy;
@@ -193,21 +238,32 @@ let
   commonSettings = name: {
     listen = mkDefault (hostPort cfg.${name}.listenAddress cfg.${name}.port);
     log_level = mkDefault cfg.${name}.logLevel;
-    tls = { cert = "tls.crt"; key = "tls.key"; };
+    tls = {
+      cert = "tls.crt";
+      key = "tls.key";
+    };
   };
-  backendSettings = name: commonSettings name // {
-    tls = { cert = "tls.crt"; key = "tls.key"; client_ca = "client-ca.crt"; };
-    database = {
-      url = if cfg.${name}.database.url != null then cfg.${name}.database.url else localDbUrl name;
-    } // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) { password_file = "db-password"; };
-  };
+  backendSettings =
+    name:
+    commonSettings name
+    // {
+      tls = {
+        cert = "tls.crt";
+        key = "tls.key";
+        client_ca = "client-ca.crt";
+      };
+      database = {
+        url = if cfg.${name}.database.url != null then cfg.${name}.database.url else localDbUrl name;
+      }
+      // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) { password_file = "db-password"; };
+    };
 
-  credentialAssertions = name: lib.mapAttrsToList
-    (cred: file: {
+  credentialAssertions =
+    name:
+    lib.mapAttrsToList (cred: file: {
       assertion = lib.hasPrefix "/" file && !lib.hasPrefix "${builtins.storeDir}/" file;
       message = "services.todoapp.${name}: the file for credential ${cred} (${file}) must be an absolute path outside the Nix store.";
-    })
-    credentials.${name};
+    }) credentials.${name};
 in
 {
   options.services.todoapp = {
@@ -290,57 +346,63 @@ in
     todo = backendOptions "todo" 50062;
   };
 
-  config = mkIf (enabled != [ ]) (lib.mkMerge [
-    {
-      assertions = lib.concatMap credentialAssertions enabled
-        ++ map
-        (name: {
-          assertion = cfg.database.createLocally || cfg.${name}.database.url != null;
-          message = "services.todoapp.${name}.database.url must be set when services.todoapp.database.createLocally is false.";
-        })
-        enabledBackends;
+  config = mkIf (enabled != [ ]) (
+    lib.mkMerge [
+      {
+        assertions =
+          lib.concatMap credentialAssertions enabled
+          ++ map (name: {
+            assertion = cfg.database.createLocally || cfg.${name}.database.url != null;
+            message = "services.todoapp.${name}.database.url must be set when services.todoapp.database.createLocally is false.";
+          }) enabledBackends;
 
-      users.users = lib.genAttrs (map (n: "todoapp-${n}") enabled) (user: {
-        isSystemUser = true;
-        group = user;
-        description = "todoapp service user";
-      });
-      users.groups = lib.genAttrs (map (n: "todoapp-${n}") enabled) (_: { });
-
-      networking.firewall.allowedTCPPorts =
-        map (n: cfg.${n}.port) (builtins.filter (n: cfg.${n}.openFirewall) enabled);
-
-      systemd = lib.mkMerge (map systemdFor enabled);
-
-      services.todoapp = {
-        gateway.settings = mkIf cfg.gateway.enable (commonSettings "gateway" // {
-          upstream = {
-            inherit (cfg.gateway.upstream) user todo;
-            ca = "upstream-ca.crt";
-            client_cert = "client.crt";
-            client_key = "client.key";
-          } // lib.optionalAttrs (cfg.gateway.upstream.serverName != null) {
-            server_name = cfg.gateway.upstream.serverName;
-          };
-          jwt.public_keys = lib.genList (i: "jwt-${toString i}.pub") (builtins.length cfg.gateway.jwt.publicKeyFiles);
+        users.users = lib.genAttrs (map (n: "todoapp-${n}") enabled) (user: {
+          isSystemUser = true;
+          group = user;
+          description = "todoapp service user";
         });
-        user.settings = mkIf cfg.user.enable (backendSettings "user" // { jwt.private_key = "jwt.key"; });
-        todo.settings = mkIf cfg.todo.enable (backendSettings "todo");
-      };
-    }
+        users.groups = lib.genAttrs (map (n: "todoapp-${n}") enabled) (_: { });
 
-    (mkIf (cfg.database.createLocally && enabledBackends != [ ]) {
-      services.mysql = {
-        enable = true;
-        package = mkDefault pkgs.mariadb;
-        ensureDatabases = map dbName enabledBackends;
-        ensureUsers = map
-          (name: {
+        networking.firewall.allowedTCPPorts = map (n: cfg.${n}.port) (
+          builtins.filter (n: cfg.${n}.openFirewall) enabled
+        );
+
+        systemd = lib.mkMerge (map systemdFor enabled);
+
+        services.todoapp = {
+          gateway.settings = mkIf cfg.gateway.enable (
+            commonSettings "gateway"
+            // {
+              upstream = {
+                inherit (cfg.gateway.upstream) user todo;
+                ca = "upstream-ca.crt";
+                client_cert = "client.crt";
+                client_key = "client.key";
+              }
+              // lib.optionalAttrs (cfg.gateway.upstream.serverName != null) {
+                server_name = cfg.gateway.upstream.serverName;
+              };
+              jwt.public_keys = lib.genList (i: "jwt-${toString i}.pub") (
+                builtins.length cfg.gateway.jwt.publicKeyFiles
+              );
+            }
+          );
+          user.settings = mkIf cfg.user.enable (backendSettings "user" // { jwt.private_key = "jwt.key"; });
+          todo.settings = mkIf cfg.todo.enable (backendSettings "todo");
+        };
+      }
+
+      (mkIf (cfg.database.createLocally && enabledBackends != [ ]) {
+        services.mysql = {
+          enable = true;
+          package = mkDefault pkgs.mariadb;
+          ensureDatabases = map dbName enabledBackends;
+          ensureUsers = map (name: {
             name = "todoapp-${name}";
             ensurePermissions."${dbName name}.*" = "ALL PRIVILEGES";
-          })
-          enabledBackends;
-      };
-    })
-  ]);
+          }) enabledBackends;
+        };
+      })
+    ]
+  );
 }

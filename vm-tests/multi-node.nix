@@ -2,7 +2,11 @@
 # `gateway` the public gateway, `client` the end-to-end suite and grpcurl.
 # Certificates are test-only (certs/gen-test-certs.sh); the gateway reaches
 # the backends as https://db:5006x and expects the TLS name "backend".
-{ pkgs, module, package }:
+{
+  pkgs,
+  module,
+  package,
+}:
 let
   common = import ./common.nix { inherit pkgs; };
   # One call through the gateway to the user service (wrong password).
@@ -17,7 +21,10 @@ pkgs.testers.runNixOSTest {
 
   nodes = {
     db = { nodes, ... }: {
-      imports = [ module common.install ];
+      imports = [
+        module
+        common.install
+      ];
       services.todoapp = {
         user = common.user // {
           enable = true;
@@ -36,7 +43,10 @@ pkgs.testers.runNixOSTest {
     };
 
     gateway = { nodes, ... }: {
-      imports = [ module common.install ];
+      imports = [
+        module
+        common.install
+      ];
       services.todoapp.gateway = common.gateway // {
         enable = true;
         listenAddress = "0.0.0.0";
@@ -53,7 +63,10 @@ pkgs.testers.runNixOSTest {
 
     client = {
       imports = [ common.install ];
-      environment.systemPackages = [ package pkgs.grpcurl ];
+      environment.systemPackages = [
+        package
+        pkgs.grpcurl
+      ];
     };
   };
 
