@@ -17,19 +17,36 @@
     {
       packages = lib.mapAttrs (_: p: removeAttrs p [ "checks" ]) built;
 
-      apps = forAllSystems (pkgs: {
-        default = {
-          type = "app";
-          program = lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.todoapp-stack;
-          meta.description = "Run the whole stack locally (todoapp-stack, MariaDB on PATH)";
-        };
-      });
+      # `nix run`, `nix run .#todoapp`: the stack wrapped with MariaDB (the
+      # workspace package alone has no MariaDB for `--database mariadb`).
+      apps = forAllSystems (
+        pkgs:
+        let
+          stack = {
+            type = "app";
+            program = lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.todoapp-stack;
+            meta.description = "Run the whole stack locally (todoapp-stack, MariaDB on PATH)";
+          };
+        in
+        {
+          default = stack;
+          todoapp = stack;
+        }
+      );
 
       nixosModules = {
-        todoapp = { lib, pkgs, ... }: {
-          imports = [ ./nixos-modules/todoapp.nix ];
-          services.todoapp.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-        };
+        todoapp =
+          { lib, pkgs, ... }:
+          let
+            system = pkgs.stdenv.hostPlatform.system;
+          in
+          {
+            imports = [ ./nixos-modules/todoapp.nix ];
+            services.todoapp.package = lib.mkDefault (
+              self.packages.${system}.default
+                or (throw "todoapp: the flake builds for ${lib.concatStringsSep " and " systems} only, not ${system}; set services.todoapp.package yourself")
+            );
+          };
         default = self.nixosModules.todoapp;
       };
 

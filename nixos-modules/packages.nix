@@ -122,12 +122,16 @@ let
         touch $out
       '';
 
+  # For every user of the flake, with whatever clippy the pinned nixpkgs
+  # has: only the correctness and suspicious groups fail the check, so a
+  # lint added to a newer clippy cannot break `nix flake check`. CI keeps
+  # `-D warnings` with its own toolchain (scripts/test-all.sh).
   clippy = todoapp.overrideAttrs (old: {
     pname = "todoapp-clippy";
     nativeBuildInputs = old.nativeBuildInputs ++ [ pkgs.clippy ];
     buildPhase = ''
       runHook preBuild
-      cargo clippy --offline --workspace --all-targets -- -D warnings
+      cargo clippy --offline --workspace --all-targets -- -D clippy::correctness -D clippy::suspicious
       runHook postBuild
     '';
     installPhase = "touch $out";

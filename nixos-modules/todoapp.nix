@@ -21,6 +21,7 @@ let
 
   cfg = config.services.todoapp;
   units = import ./units.nix;
+  network = import ./network.nix;
   settingsFormat = pkgs.formats.toml { };
   names = [
     "gateway"
@@ -87,7 +88,9 @@ let
       ];
       description = ''
         Addresses allowed to connect (`IPAddressAllow=` on the socket, all
-        others are denied); `null` allows everyone.
+        others are denied); `null` allows everyone. List clients by IPv4 and
+        IPv6 address (or prefix): a client that has both may connect over
+        either. `localhost` means 127.0.0.0/8 and ::1.
       '';
     };
 
@@ -126,7 +129,9 @@ let
       example = "mysql://todoapp@db.internal:3306/${dbName name}";
       description = ''
         Database URL. Required when {option}`services.todoapp.database.createLocally`
-        is false.
+        is false; when set, it is used instead of the local database. A
+        `?socket=PATH` URL (or SQLite) keeps the service without network
+        access; over TCP, see {option}`services.todoapp.database.allowedAddresses`.
       '';
     };
     passwordFile = mkOption {
@@ -179,13 +184,16 @@ let
       "db-password" = cfg.${name}.database.passwordFile;
     };
 
-  # Generated config, checked at build time without reading any key file.
+  # Generated config, checked at build time without reading any key file,
+  # when the build machine can run the target's binary (not when cross
+  # compiling).
   configFile =
     name:
     let
       file = settingsFormat.generate "todoapp-${name}.toml" cfg.${name}.settings;
+      canRun = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
     in
-    if cfg.validateConfig then
+    if cfg.validateConfig && canRun then
       pkgs.runCommand "todoapp-${name}-checked.toml" { } ''
         ${cfg.package}/bin/todoapp-${name} --config ${file} --check-config --no-files
         ln -s ${file} $out
@@ -193,17 +201,33 @@ let
     else
       file;
 
-  # A local MariaDB is reached through its unix socket, so the backends can
-  # run without network access (the listening socket comes from systemd).
-  backendOffline =
-    name: cfg.database.createLocally || lib.hasPrefix "sqlite:" (toString cfg.${name}.database.url);
+  # A backend uses the local MariaDB (createLocally) unless its own
+  # database.url says otherwise.
+  usesLocalDb = name: cfg.database.createLocally && cfg.${name}.database.url == null;
+  localDbBackends = builtins.filter usesLocalDb enabledBackends;
+  dbUrl =
+    name: if cfg.${name}.database.url != null then cfg.${name}.database.url else localDbUrl name;
+
+  # The sandbox follows the URL the backend really uses: the local MariaDB
+  # is reached through its unix socket, so such a backend runs without
+  # network access (the listening socket comes from systemd); a TCP URL
+  # gets the network, limited to the database's address.
+  backendNetwork =
+    name:
+    network.backendNetwork {
+      inherit name;
+      url = dbUrl name;
+      localDatabase = localDbBackends != [ ];
+      inherit (cfg.database) allowedAddresses;
+    };
 
   unitsFor =
     name:
     let
       s = cfg.${name};
       isBackend = name != "gateway";
-      localDb = isBackend && cfg.database.createLocally;
+      net = backendNetwork name;
+      afterMysql = isBackend && net.afterMysql;
     in
     units.mkUnits {
       inherit name;
@@ -211,11 +235,10 @@ let
       listen = [ (hostPort s.listenAddress s.port) ];
       credentials = credentials.${name};
       clientAllow = s.allowedClients;
-      networkAllow =
-        if isBackend then [ "localhost" ] ++ cfg.database.allowedAddresses else s.upstream.allowedAddresses;
-      privateNetwork = isBackend && backendOffline name;
-      after = lib.optional localDb "mysql.service";
-      wants = lib.optional localDb "mysql.service";
+      networkAllow = if isBackend then net.networkAllow else s.upstream.allowedAddresses;
+      privateNetwork = isBackend && net.privateNetwork;
+      after = lib.optional afterMysql "mysql.service";
+      wants = lib.optional afterMysql "mysql.service";
     };
 
   systemdFor =
@@ -253,7 +276,7 @@ let
         client_ca = "client-ca.crt";
       };
       database = {
-        url = if cfg.${name}.database.url != null then cfg.${name}.database.url else localDbUrl name;
+        url = dbUrl name;
       }
       // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) { password_file = "db-password"; };
     };
@@ -285,15 +308,27 @@ in
         description = ''
           Run MariaDB on this host (`services.mysql`) with databases
           `todoapp_user`/`todoapp_todo` and users `todoapp-user`/`todoapp-todo`
-          authenticated through the unix socket. Otherwise set
-          `database.url` (and `database.passwordFile`) of the backends.
+          authenticated through the unix socket, for each enabled backend
+          whose `database.url` is not set; such a backend runs without
+          network access. Otherwise set `database.url` (and
+          `database.passwordFile`) of the backends: the sandbox follows the
+          URL (a TCP URL gets network access to the addresses in
+          {option}`services.todoapp.database.allowedAddresses` and to an
+          address written in the URL itself).
         '';
       };
       allowedAddresses = mkOption {
         type = types.listOf types.str;
         default = [ ];
         example = [ "10.0.0.5" ];
-        description = "Addresses of a remote database server the backends may connect to (`IPAddressAllow=`).";
+        description = ''
+          Addresses of a remote database server the backends may connect to
+          (`IPAddressAllow=`; loopback is always allowed, and so is an address
+          written in a backend's `database.url`). List every IPv4 and IPv6
+          address the server's name resolves to. Names are resolved through
+          nscd (enabled by default on NixOS): with `IPAddressDeny=` the
+          service cannot reach a DNS server itself.
+        '';
       };
     };
 
@@ -326,7 +361,13 @@ in
           type = types.listOf types.str;
           default = [ "localhost" ];
           example = [ "10.0.0.2" ];
-          description = "Addresses the gateway may connect to (`IPAddressAllow=`): the backends.";
+          description = ''
+            Addresses the gateway may connect to (`IPAddressAllow=`): the
+            backends. List every IPv4 and IPv6 address their names resolve
+            to; IPv6 is usually tried first. Names in the upstream URLs are
+            resolved through nscd (enabled by default on NixOS): with
+            `IPAddressDeny=` the gateway cannot reach a DNS server itself.
+          '';
         };
       };
       jwt.publicKeyFiles = mkOption {
@@ -354,7 +395,11 @@ in
           ++ map (name: {
             assertion = cfg.database.createLocally || cfg.${name}.database.url != null;
             message = "services.todoapp.${name}.database.url must be set when services.todoapp.database.createLocally is false.";
-          }) enabledBackends;
+          }) enabledBackends
+          ++ map (message: {
+            assertion = false;
+            inherit message;
+          }) (lib.concatMap (name: (backendNetwork name).problems) enabledBackends);
 
         users.users = lib.genAttrs (map (n: "todoapp-${n}") enabled) (user: {
           isSystemUser = true;
@@ -392,15 +437,15 @@ in
         };
       }
 
-      (mkIf (cfg.database.createLocally && enabledBackends != [ ]) {
+      (mkIf (localDbBackends != [ ]) {
         services.mysql = {
           enable = true;
           package = mkDefault pkgs.mariadb;
-          ensureDatabases = map dbName enabledBackends;
+          ensureDatabases = map dbName localDbBackends;
           ensureUsers = map (name: {
             name = "todoapp-${name}";
             ensurePermissions."${dbName name}.*" = "ALL PRIVILEGES";
-          }) enabledBackends;
+          }) localDbBackends;
         };
       })
     ]

@@ -4,6 +4,9 @@
 #   - nixfmt --check (the formatter of `nix fmt`, nixfmt-tree) and
 #     deadnix --fail
 #   - the shared unit definitions evaluate with builtins only
+#   - how the backends' sandbox follows their database URL (createLocally
+#     with TCP URLs, IPv4 and IPv6 addresses), builtins only
+#     (vm-tests/network-eval.nix)
 #   - flake.lock pins the agreed nixpkgs revision
 #   - with NIXPKGS_LIB=/path/to/nixpkgs/lib (a nixpkgs or nixpkgs.lib
 #     checkout): the NixOS module and the flake outputs are evaluated
@@ -62,6 +65,10 @@ for svc in gateway user todo; do
     fail "rendered todoapp-$svc.socket looks wrong"
 done
 ok "unit definitions evaluate with builtins only (scripts/check-units.sh checks them further)"
+
+out=$(nix-instantiate --eval --strict --json vm-tests/network-eval.nix 2>&1 | grep -v "build-users-group") ||
+  fail "vm-tests/network-eval.nix: $out"
+ok "$out"
 
 lock='{
   "locked": {"owner": "NixOS", "repo": "nixpkgs", "type": "github",

@@ -76,36 +76,41 @@ let
 
   # The module's default package, through the flake's wrapper module; the
   # NixOS options the module sets are declared loosely.
-  moduleDefault = lib.evalModules {
-    modules = [
-      self.nixosModules.default
-      {
-        options = with lib; {
-          assertions = mkOption {
-            type = types.listOf types.attrs;
-            default = [ ];
+  moduleDefaultOn =
+    system:
+    lib.evalModules {
+      modules = [
+        self.nixosModules.default
+        {
+          options = with lib; {
+            assertions = mkOption {
+              type = types.listOf types.attrs;
+              default = [ ];
+            };
+            users = mkOption {
+              type = types.anything;
+              default = { };
+            };
+            networking = mkOption {
+              type = types.anything;
+              default = { };
+            };
+            systemd = mkOption {
+              type = types.anything;
+              default = { };
+            };
+            services.mysql = mkOption {
+              type = types.anything;
+              default = { };
+            };
           };
-          users = mkOption {
-            type = types.anything;
-            default = { };
-          };
-          networking = mkOption {
-            type = types.anything;
-            default = { };
-          };
-          systemd = mkOption {
-            type = types.anything;
-            default = { };
-          };
-          services.mysql = mkOption {
-            type = types.anything;
-            default = { };
-          };
-        };
-      }
-    ];
-    specialArgs.pkgs = stubPkgs "aarch64-linux";
-  };
+        }
+      ];
+      specialArgs.pkgs = stubPkgs system;
+    };
+  moduleDefault = moduleDefaultOn "aarch64-linux";
+  unsupported = builtins.tryEval (moduleDefaultOn "riscv64-linux")
+    .config.services.todoapp.package.name;
 
   checks = {
     "flake inputs" = builtins.attrNames flake.inputs == [ "nixpkgs" ];
@@ -144,6 +149,8 @@ let
     "apps.default" =
       self.apps.x86_64-linux.default.program
       == "/nix/store/00000000000000000000000000000000-todoapp-stack-0.1.0/bin/todoapp-stack";
+    "nix run .#todoapp runs the wrapped stack" =
+      self.apps.x86_64-linux.todoapp.program == self.apps.x86_64-linux.default.program;
     "stack wrapped with MariaDB" =
       lib.hasInfix "00000000000000000000000000000000-mariadb/bin" p.todoapp-stack.script;
     "image: non-root, port, entrypoint" =
@@ -174,13 +181,20 @@ let
         "db"
         "gateway"
       ];
-    "clippy denies warnings" = lib.hasInfix "-D warnings" self.checks.x86_64-linux.clippy.buildPhase;
+    "clippy denies correctness and suspicious lints only" =
+      let
+        phase = self.checks.x86_64-linux.clippy.buildPhase;
+      in
+      lib.hasInfix "-D clippy::correctness -D clippy::suspicious" phase
+      && !lib.hasInfix "-D warnings" phase;
     "nixosModules" =
       names self.nixosModules == [
         "default"
         "todoapp"
       ];
     "module default package" = moduleDefault.config.services.todoapp.package.name == "todoapp-0.1.0";
+    "unsupported system: the module throws (a clear error, not a missing attribute)" =
+      !unsupported.success;
     "formatter: nixfmt-tree" = self.formatter.x86_64-linux.name == "nixfmt-tree";
     "dev shell" = builtins.length self.devShells.aarch64-linux.default.packages >= 8;
   };

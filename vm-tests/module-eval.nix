@@ -16,6 +16,10 @@ let
   };
 
   pkgs = {
+    stdenv = {
+      hostPlatform.system = "x86_64-linux";
+      buildPlatform.canExecute = _: true;
+    };
     formats.toml = _: {
       type = types.attrsOf types.anything;
       generate = name: _: "/nix/store/00000000000000000000000000000000-${name}";
@@ -60,8 +64,8 @@ let
     };
   };
 
-  eval =
-    config:
+  evalWith =
+    pkgs: config:
     (lib.evalModules {
       modules = [
         ../nixos-modules/todoapp.nix
@@ -70,6 +74,7 @@ let
       ];
       specialArgs = { inherit pkgs; };
     }).config;
+  eval = evalWith pkgs;
 
   keys = "/run/keys/todoapp";
   tls = name: {
@@ -150,6 +155,46 @@ let
       };
     };
   };
+
+  # createLocally (the default) with one backend's URL over TCP.
+  tcpWithLocal = eval (
+    lib.recursiveUpdate allOnOneHost {
+      services.todoapp.user.database.url = "mysql://todoapp:pw@127.0.0.1:3306/todoapp_user";
+    }
+  );
+  tcpUser = tcpWithLocal.systemd.services.todoapp-user.serviceConfig;
+
+  remoteByName = eval (
+    lib.recursiveUpdate allOnOneHost {
+      services.todoapp.user.database.url = "mysql://todoapp@db.internal/todoapp_user";
+    }
+  );
+
+  bothFamilies = eval (
+    lib.recursiveUpdate allOnOneHost {
+      services.todoapp = {
+        user.allowedClients = [
+          "192.168.1.3"
+          "fd00::3"
+        ];
+        gateway.upstream.allowedAddresses = [
+          "192.168.1.2"
+          "fd00::2"
+        ];
+        database.createLocally = false;
+        database.allowedAddresses = [
+          "10.0.0.5"
+          "fd00::5"
+        ];
+        user.database.url = "mysql://todoapp@db.internal/todoapp_user";
+        todo.database.url = "mysql://todoapp@[fd00::6]:3306/todoapp_todo";
+      };
+    }
+  );
+
+  cross = evalWith (lib.recursiveUpdate pkgs {
+    stdenv.buildPlatform.canExecute = _: false;
+  }) allOnOneHost;
 
   checks = {
     "no failed assertions (one host)" = failedAssertions single == [ ];
@@ -271,6 +316,53 @@ let
     "gateway only: upstream" =
       gatewayOnly.services.todoapp.gateway.settings.upstream.server_name == "backend"
       && gatewayOnly.systemd.services.todoapp-gateway.serviceConfig.IPAddressAllow == [ "192.168.1.2" ];
+    "createLocally + TCP: no failed assertions" = failedAssertions tcpWithLocal == [ ];
+    "createLocally + TCP: network for the TCP backend" =
+      !(tcpUser ? PrivateNetwork)
+      && tcpUser.RestrictAddressFamilies == "AF_UNIX AF_INET AF_INET6"
+      && tcpUser.IPAddressAllow == [ "localhost" ];
+    "createLocally + TCP: ordered after the local MariaDB on 127.0.0.1" =
+      tcpWithLocal.systemd.services.todoapp-user.unitConfig.After == [
+        "todoapp-user.socket"
+        "mysql.service"
+      ];
+    "createLocally + TCP: local database only for the other backend" =
+      tcpWithLocal.services.mysql.ensureDatabases == [ "todoapp_todo" ]
+      && tcpWithLocal.systemd.services.todoapp-todo.serviceConfig.PrivateNetwork;
+    "createLocally + TCP: the URL is the one configured" =
+      tcpWithLocal.services.todoapp.user.settings.database.url
+      == "mysql://todoapp:pw@127.0.0.1:3306/todoapp_user";
+    "remote database by name needs allowedAddresses" =
+      failedAssertions remoteByName == [
+        "services.todoapp.user.database.url connects to db.internal over TCP, but services.todoapp.database.allowedAddresses is empty: the service may reach only the addresses listed there (IPAddressAllow= takes addresses, not names), so list the database host's IPv4 and IPv6 addresses."
+      ];
+    "both families: no failed assertions" = failedAssertions bothFamilies == [ ];
+    "both families: backend socket clients" =
+      bothFamilies.systemd.sockets.todoapp-user.socketConfig.IPAddressAllow == [
+        "192.168.1.3"
+        "fd00::3"
+      ];
+    "both families: gateway upstream" =
+      bothFamilies.systemd.services.todoapp-gateway.serviceConfig.IPAddressAllow == [
+        "192.168.1.2"
+        "fd00::2"
+      ];
+    "both families: database by name" =
+      bothFamilies.systemd.services.todoapp-user.serviceConfig.IPAddressAllow == [
+        "localhost"
+        "10.0.0.5"
+        "fd00::5"
+      ];
+    "both families: database by IPv6 address" =
+      bothFamilies.systemd.services.todoapp-todo.serviceConfig.IPAddressAllow == [
+        "localhost"
+        "10.0.0.5"
+        "fd00::5"
+        "fd00::6"
+      ];
+    "cross build: config not checked by running the target's binary" =
+      (cross.systemd.services.todoapp-user).serviceConfig.ExecStart
+      == "/nix/store/00000000000000000000000000000000-todoapp/bin/todoapp-user --config /nix/store/00000000000000000000000000000000-todoapp-user.toml serve";
   };
   failed = builtins.attrNames (lib.filterAttrs (_: ok: !ok) checks);
 in
