@@ -3,34 +3,55 @@
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixpkgs-unstable";
 
-  outputs = { self, nixpkgs }:
+  outputs =
+    { self, nixpkgs }:
     let
       inherit (nixpkgs) lib;
-      systems = [ "x86_64-linux" "aarch64-linux" ];
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
       built = forAllSystems (pkgs: import ./nixos-modules/packages.nix { inherit pkgs; });
     in
     {
       packages = lib.mapAttrs (_: p: removeAttrs p [ "checks" ]) built;
 
-      apps = forAllSystems (pkgs: {
-        default = {
-          type = "app";
-          program = lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.todoapp-stack;
-          meta.description = "Run the whole stack locally (todoapp-stack, MariaDB on PATH)";
-        };
-      });
+      # `nix run`, `nix run .#todoapp`: the stack wrapped with MariaDB (the
+      # workspace package alone has no MariaDB for `--database mariadb`).
+      apps = forAllSystems (
+        pkgs:
+        let
+          stack = {
+            type = "app";
+            program = lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.todoapp-stack;
+            meta.description = "Run the whole stack locally (todoapp-stack, MariaDB on PATH)";
+          };
+        in
+        {
+          default = stack;
+          todoapp = stack;
+        }
+      );
 
       nixosModules = {
-        todoapp = { lib, pkgs, ... }: {
-          imports = [ ./nixos-modules/todoapp.nix ];
-          services.todoapp.package =
-            lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-        };
+        todoapp =
+          { lib, pkgs, ... }:
+          let
+            system = pkgs.stdenv.hostPlatform.system;
+          in
+          {
+            imports = [ ./nixos-modules/todoapp.nix ];
+            services.todoapp.package = lib.mkDefault (
+              self.packages.${system}.default
+                or (throw "todoapp: the flake builds for ${lib.concatStringsSep " and " systems} only, not ${system}; set services.todoapp.package yourself")
+            );
+          };
         default = self.nixosModules.todoapp;
       };
 
-      checks = forAllSystems (pkgs:
+      checks = forAllSystems (
+        pkgs:
         let
           system = pkgs.stdenv.hostPlatform.system;
           args = {
@@ -40,11 +61,18 @@
           };
         in
         {
-          inherit (self.packages.${system}) default todoapp-stack oci-gateway oci-user oci-todo;
+          inherit (self.packages.${system})
+            default
+            todoapp-stack
+            oci-gateway
+            oci-user
+            oci-todo
+            ;
           inherit (built.${system}.checks) clippy imageClosureCheck;
           vm-single-node = import ./vm-tests/single-node.nix args;
           vm-multi-node = import ./vm-tests/multi-node.nix args;
-        });
+        }
+      );
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
@@ -58,12 +86,15 @@
             mariadb
             grpcurl
             openssl
-            nixpkgs-fmt
+            nixfmt
             deadnix
           ];
         };
       });
 
-      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+      # nixfmt over the whole tree: `nix fmt` needs no file arguments (Nix
+      # 2.25 and later pass none). CI formats with the same nixfmt rules
+      # (scripts/check-nix.sh).
+      formatter = forAllSystems (pkgs: pkgs.nixfmt-tree);
     };
 }

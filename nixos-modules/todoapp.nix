@@ -3,33 +3,57 @@
 # The systemd units come from ./units.nix, shared with the plain unit files
 # in deploy/systemd/. Keys and certificates are handed to the services with
 # LoadCredential= and never enter the Nix store.
-{ config, lib, pkgs, ... }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 let
-  inherit (lib) mkOption mkEnableOption mkIf mkDefault types literalExpression;
+  inherit (lib)
+    mkOption
+    mkEnableOption
+    mkIf
+    mkDefault
+    types
+    literalExpression
+    ;
 
   cfg = config.services.todoapp;
   units = import ./units.nix;
+  network = import ./network.nix;
   settingsFormat = pkgs.formats.toml { };
-  names = [ "gateway" "user" "todo" ];
-  backends = [ "user" "todo" ];
+  names = [
+    "gateway"
+    "user"
+    "todo"
+  ];
+  backends = [
+    "user"
+    "todo"
+  ];
   enabled = builtins.filter (n: cfg.${n}.enable) names;
   enabledBackends = builtins.filter (n: cfg.${n}.enable) backends;
 
-  hostPort = address: port:
+  hostPort =
+    address: port:
     if lib.hasInfix ":" address then "[${address}]:${toString port}" else "${address}:${toString port}";
 
   dbName = name: "todoapp_${name}";
-  localDbUrl = name: "mysql://todoapp-${name}@localhost/${dbName name}?socket=/run/mysqld/mysqld.sock";
+  localDbUrl =
+    name: "mysql://todoapp-${name}@localhost/${dbName name}?socket=/run/mysqld/mysqld.sock";
 
-  fileOption = description: mkOption {
-    type = types.str;
-    example = "/run/keys/todoapp/tls.key";
-    description = ''
-      ${description}
-      Absolute path on the host, read by systemd when the service starts
-      (`LoadCredential=`); it is never copied into the Nix store.
-    '';
-  };
+  fileOption =
+    description:
+    mkOption {
+      type = types.str;
+      example = "/run/keys/todoapp/tls.key";
+      description = ''
+        ${description}
+        Absolute path on the host, read by systemd when the service starts
+        (`LoadCredential=`); it is never copied into the Nix store.
+      '';
+    };
 
   # Options every service has.
   commonOptions = name: defaultPort: {
@@ -58,10 +82,15 @@ let
       type = types.nullOr (types.listOf types.str);
       default = if name == "gateway" then null else [ "localhost" ];
       defaultText = literalExpression (if name == "gateway" then "null" else ''[ "localhost" ]'');
-      example = [ "192.168.1.3" "10.0.0.0/24" ];
+      example = [
+        "192.168.1.3"
+        "10.0.0.0/24"
+      ];
       description = ''
         Addresses allowed to connect (`IPAddressAllow=` on the socket, all
-        others are denied); `null` allows everyone.
+        others are denied); `null` allows everyone. List clients by IPv4 and
+        IPv6 address (or prefix): a client that has both may connect over
+        either. `localhost` means 127.0.0.0/8 and ::1.
       '';
     };
 
@@ -80,7 +109,10 @@ let
     settings = mkOption {
       type = types.submodule { freeformType = settingsFormat.type; };
       default = { };
-      example = { max_message_bytes = 131072; shutdown_timeout_secs = 20; };
+      example = {
+        max_message_bytes = 131072;
+        shutdown_timeout_secs = 20;
+      };
       description = ''
         Configuration of the ${name} service, written to a TOML file (see
         `deploy/systemd/${name}.toml` for the keys). Listening address,
@@ -97,7 +129,9 @@ let
       example = "mysql://todoapp@db.internal:3306/${dbName name}";
       description = ''
         Database URL. Required when {option}`services.todoapp.database.createLocally`
-        is false.
+        is false; when set, it is used instead of the local database. A
+        `?socket=PATH` URL (or SQLite) keeps the service without network
+        access; over TCP, see {option}`services.todoapp.database.allowedAddresses`.
       '';
     };
     passwordFile = mkOption {
@@ -112,12 +146,15 @@ let
     };
   };
 
-  backendOptions = name: defaultPort: commonOptions name defaultPort // {
-    tls = (commonOptions name defaultPort).tls // {
-      clientCaFile = fileOption "CA certificate (PEM) that client certificates must chain to (the internal CA of the gateway's client certificate).";
+  backendOptions =
+    name: defaultPort:
+    commonOptions name defaultPort
+    // {
+      tls = (commonOptions name defaultPort).tls // {
+        clientCaFile = fileOption "CA certificate (PEM) that client certificates must chain to (the internal CA of the gateway's client certificate).";
+      };
+      database = databaseOptions name;
     };
-    database = databaseOptions name;
-  };
 
   # Credential name -> file, per service; the config refers to the names.
   credentials = {
@@ -127,40 +164,70 @@ let
       "upstream-ca.crt" = cfg.gateway.upstream.caFile;
       "client.crt" = cfg.gateway.upstream.clientCertFile;
       "client.key" = cfg.gateway.upstream.clientKeyFile;
-    } // lib.listToAttrs (lib.imap0 (i: f: lib.nameValuePair "jwt-${toString i}.pub" f) cfg.gateway.jwt.publicKeyFiles);
-    user = backendCredentials "user" // { "jwt.key" = cfg.user.jwt.privateKeyFile; };
+    }
+    // lib.listToAttrs (
+      lib.imap0 (i: f: lib.nameValuePair "jwt-${toString i}.pub" f) cfg.gateway.jwt.publicKeyFiles
+    );
+    user = backendCredentials "user" // {
+      "jwt.key" = cfg.user.jwt.privateKeyFile;
+    };
     todo = backendCredentials "todo";
   };
-  backendCredentials = name: {
-    "tls.crt" = cfg.${name}.tls.certFile;
-    "tls.key" = cfg.${name}.tls.keyFile;
-    "client-ca.crt" = cfg.${name}.tls.clientCaFile;
-  } // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) {
-    "db-password" = cfg.${name}.database.passwordFile;
-  };
+  backendCredentials =
+    name:
+    {
+      "tls.crt" = cfg.${name}.tls.certFile;
+      "tls.key" = cfg.${name}.tls.keyFile;
+      "client-ca.crt" = cfg.${name}.tls.clientCaFile;
+    }
+    // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) {
+      "db-password" = cfg.${name}.database.passwordFile;
+    };
 
-  # Generated config, checked at build time without reading any key file.
-  configFile = name:
+  # Generated config, checked at build time without reading any key file,
+  # when the build machine can run the target's binary (not when cross
+  # compiling).
+  configFile =
+    name:
     let
       file = settingsFormat.generate "todoapp-${name}.toml" cfg.${name}.settings;
+      canRun = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
     in
-    if cfg.validateConfig then
+    if cfg.validateConfig && canRun then
       pkgs.runCommand "todoapp-${name}-checked.toml" { } ''
         ${cfg.package}/bin/todoapp-${name} --config ${file} --check-config --no-files
         ln -s ${file} $out
       ''
-    else file;
+    else
+      file;
 
-  # A local MariaDB is reached through its unix socket, so the backends can
-  # run without network access (the listening socket comes from systemd).
-  backendOffline = name:
-    cfg.database.createLocally || lib.hasPrefix "sqlite:" (toString cfg.${name}.database.url);
+  # A backend uses the local MariaDB (createLocally) unless its own
+  # database.url says otherwise.
+  usesLocalDb = name: cfg.database.createLocally && cfg.${name}.database.url == null;
+  localDbBackends = builtins.filter usesLocalDb enabledBackends;
+  dbUrl =
+    name: if cfg.${name}.database.url != null then cfg.${name}.database.url else localDbUrl name;
 
-  unitsFor = name:
+  # The sandbox follows the URL the backend really uses: the local MariaDB
+  # is reached through its unix socket, so such a backend runs without
+  # network access (the listening socket comes from systemd); a TCP URL
+  # gets the network, limited to the database's address.
+  backendNetwork =
+    name:
+    network.backendNetwork {
+      inherit name;
+      url = dbUrl name;
+      localDatabase = localDbBackends != [ ];
+      inherit (cfg.database) allowedAddresses;
+    };
+
+  unitsFor =
+    name:
     let
       s = cfg.${name};
       isBackend = name != "gateway";
-      localDb = isBackend && cfg.database.createLocally;
+      net = backendNetwork name;
+      afterMysql = isBackend && net.afterMysql;
     in
     units.mkUnits {
       inherit name;
@@ -168,16 +235,17 @@ let
       listen = [ (hostPort s.listenAddress s.port) ];
       credentials = credentials.${name};
       clientAllow = s.allowedClients;
-      networkAllow =
-        if isBackend then [ "localhost" ] ++ cfg.database.allowedAddresses
-        else s.upstream.allowedAddresses;
-      privateNetwork = isBackend && backendOffline name;
-      after = lib.optional localDb "mysql.service";
-      wants = lib.optional localDb "mysql.service";
+      networkAllow = if isBackend then net.networkAllow else s.upstream.allowedAddresses;
+      privateNetwork = isBackend && net.privateNetwork;
+      after = lib.optional afterMysql "mysql.service";
+      wants = lib.optional afterMysql "mysql.service";
     };
 
-  systemdFor = name:
-    let u = unitsFor name; in
+  systemdFor =
+    name:
+    let
+      u = unitsFor name;
+    in
     {
       sockets."todoapp-${name}" = {
         inherit (u.socket) wantedBy;
@@ -193,21 +261,32 @@ let
   commonSettings = name: {
     listen = mkDefault (hostPort cfg.${name}.listenAddress cfg.${name}.port);
     log_level = mkDefault cfg.${name}.logLevel;
-    tls = { cert = "tls.crt"; key = "tls.key"; };
+    tls = {
+      cert = "tls.crt";
+      key = "tls.key";
+    };
   };
-  backendSettings = name: commonSettings name // {
-    tls = { cert = "tls.crt"; key = "tls.key"; client_ca = "client-ca.crt"; };
-    database = {
-      url = if cfg.${name}.database.url != null then cfg.${name}.database.url else localDbUrl name;
-    } // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) { password_file = "db-password"; };
-  };
+  backendSettings =
+    name:
+    commonSettings name
+    // {
+      tls = {
+        cert = "tls.crt";
+        key = "tls.key";
+        client_ca = "client-ca.crt";
+      };
+      database = {
+        url = dbUrl name;
+      }
+      // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) { password_file = "db-password"; };
+    };
 
-  credentialAssertions = name: lib.mapAttrsToList
-    (cred: file: {
+  credentialAssertions =
+    name:
+    lib.mapAttrsToList (cred: file: {
       assertion = lib.hasPrefix "/" file && !lib.hasPrefix "${builtins.storeDir}/" file;
       message = "services.todoapp.${name}: the file for credential ${cred} (${file}) must be an absolute path outside the Nix store.";
-    })
-    credentials.${name};
+    }) credentials.${name};
 in
 {
   options.services.todoapp = {
@@ -229,15 +308,27 @@ in
         description = ''
           Run MariaDB on this host (`services.mysql`) with databases
           `todoapp_user`/`todoapp_todo` and users `todoapp-user`/`todoapp-todo`
-          authenticated through the unix socket. Otherwise set
-          `database.url` (and `database.passwordFile`) of the backends.
+          authenticated through the unix socket, for each enabled backend
+          whose `database.url` is not set; such a backend runs without
+          network access. Otherwise set `database.url` (and
+          `database.passwordFile`) of the backends: the sandbox follows the
+          URL (a TCP URL gets network access to the addresses in
+          {option}`services.todoapp.database.allowedAddresses` and to an
+          address written in the URL itself).
         '';
       };
       allowedAddresses = mkOption {
         type = types.listOf types.str;
         default = [ ];
         example = [ "10.0.0.5" ];
-        description = "Addresses of a remote database server the backends may connect to (`IPAddressAllow=`).";
+        description = ''
+          Addresses of a remote database server the backends may connect to
+          (`IPAddressAllow=`; loopback is always allowed, and so is an address
+          written in a backend's `database.url`). List every IPv4 and IPv6
+          address the server's name resolves to. Names are resolved through
+          nscd (enabled by default on NixOS): with `IPAddressDeny=` the
+          service cannot reach a DNS server itself.
+        '';
       };
     };
 
@@ -270,7 +361,13 @@ in
           type = types.listOf types.str;
           default = [ "localhost" ];
           example = [ "10.0.0.2" ];
-          description = "Addresses the gateway may connect to (`IPAddressAllow=`): the backends.";
+          description = ''
+            Addresses the gateway may connect to (`IPAddressAllow=`): the
+            backends. List every IPv4 and IPv6 address their names resolve
+            to; IPv6 is usually tried first. Names in the upstream URLs are
+            resolved through nscd (enabled by default on NixOS): with
+            `IPAddressDeny=` the gateway cannot reach a DNS server itself.
+          '';
         };
       };
       jwt.publicKeyFiles = mkOption {
@@ -290,57 +387,67 @@ in
     todo = backendOptions "todo" 50062;
   };
 
-  config = mkIf (enabled != [ ]) (lib.mkMerge [
-    {
-      assertions = lib.concatMap credentialAssertions enabled
-        ++ map
-        (name: {
-          assertion = cfg.database.createLocally || cfg.${name}.database.url != null;
-          message = "services.todoapp.${name}.database.url must be set when services.todoapp.database.createLocally is false.";
-        })
-        enabledBackends;
+  config = mkIf (enabled != [ ]) (
+    lib.mkMerge [
+      {
+        assertions =
+          lib.concatMap credentialAssertions enabled
+          ++ map (name: {
+            assertion = cfg.database.createLocally || cfg.${name}.database.url != null;
+            message = "services.todoapp.${name}.database.url must be set when services.todoapp.database.createLocally is false.";
+          }) enabledBackends
+          ++ map (message: {
+            assertion = false;
+            inherit message;
+          }) (lib.concatMap (name: (backendNetwork name).problems) enabledBackends);
 
-      users.users = lib.genAttrs (map (n: "todoapp-${n}") enabled) (user: {
-        isSystemUser = true;
-        group = user;
-        description = "todoapp service user";
-      });
-      users.groups = lib.genAttrs (map (n: "todoapp-${n}") enabled) (_: { });
-
-      networking.firewall.allowedTCPPorts =
-        map (n: cfg.${n}.port) (builtins.filter (n: cfg.${n}.openFirewall) enabled);
-
-      systemd = lib.mkMerge (map systemdFor enabled);
-
-      services.todoapp = {
-        gateway.settings = mkIf cfg.gateway.enable (commonSettings "gateway" // {
-          upstream = {
-            inherit (cfg.gateway.upstream) user todo;
-            ca = "upstream-ca.crt";
-            client_cert = "client.crt";
-            client_key = "client.key";
-          } // lib.optionalAttrs (cfg.gateway.upstream.serverName != null) {
-            server_name = cfg.gateway.upstream.serverName;
-          };
-          jwt.public_keys = lib.genList (i: "jwt-${toString i}.pub") (builtins.length cfg.gateway.jwt.publicKeyFiles);
+        users.users = lib.genAttrs (map (n: "todoapp-${n}") enabled) (user: {
+          isSystemUser = true;
+          group = user;
+          description = "todoapp service user";
         });
-        user.settings = mkIf cfg.user.enable (backendSettings "user" // { jwt.private_key = "jwt.key"; });
-        todo.settings = mkIf cfg.todo.enable (backendSettings "todo");
-      };
-    }
+        users.groups = lib.genAttrs (map (n: "todoapp-${n}") enabled) (_: { });
 
-    (mkIf (cfg.database.createLocally && enabledBackends != [ ]) {
-      services.mysql = {
-        enable = true;
-        package = mkDefault pkgs.mariadb;
-        ensureDatabases = map dbName enabledBackends;
-        ensureUsers = map
-          (name: {
+        networking.firewall.allowedTCPPorts = map (n: cfg.${n}.port) (
+          builtins.filter (n: cfg.${n}.openFirewall) enabled
+        );
+
+        systemd = lib.mkMerge (map systemdFor enabled);
+
+        services.todoapp = {
+          gateway.settings = mkIf cfg.gateway.enable (
+            commonSettings "gateway"
+            // {
+              upstream = {
+                inherit (cfg.gateway.upstream) user todo;
+                ca = "upstream-ca.crt";
+                client_cert = "client.crt";
+                client_key = "client.key";
+              }
+              // lib.optionalAttrs (cfg.gateway.upstream.serverName != null) {
+                server_name = cfg.gateway.upstream.serverName;
+              };
+              jwt.public_keys = lib.genList (i: "jwt-${toString i}.pub") (
+                builtins.length cfg.gateway.jwt.publicKeyFiles
+              );
+            }
+          );
+          user.settings = mkIf cfg.user.enable (backendSettings "user" // { jwt.private_key = "jwt.key"; });
+          todo.settings = mkIf cfg.todo.enable (backendSettings "todo");
+        };
+      }
+
+      (mkIf (localDbBackends != [ ]) {
+        services.mysql = {
+          enable = true;
+          package = mkDefault pkgs.mariadb;
+          ensureDatabases = map dbName localDbBackends;
+          ensureUsers = map (name: {
             name = "todoapp-${name}";
             ensurePermissions."${dbName name}.*" = "ALL PRIVILEGES";
-          })
-          enabledBackends;
-      };
-    })
-  ]);
+          }) localDbBackends;
+        };
+      })
+    ]
+  );
 }

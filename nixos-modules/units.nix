@@ -51,11 +51,22 @@ let
     RestrictNamespaces = true;
     RemoveIPC = true;
     SystemCallArchitectures = "native";
-    SystemCallFilter = [ "@system-service" "~@privileged @resources" ];
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged @resources"
+    ];
     SystemCallErrorNumber = "EPERM";
   };
 
   isBackend = name: name != "gateway";
+
+  # System calls a service needs beyond `hardening`. The user service runs
+  # its argon2 threads at nice 10 (setpriority, in @resources) so that a
+  # login burst does not starve every other call; lowering its own priority
+  # needs no capability. Later allow entries win over the `~` line.
+  extraSystemCalls = {
+    user = [ "setpriority" ];
+  };
 
   # Units for one service.
   #
@@ -75,22 +86,23 @@ let
   # environment     Environment= entries ("KEY=value")
   # documentation   Documentation= URIs
   mkUnits =
-    { name
-    , execStart
-    , listen ? [ defaultListen.${name} ]
-    , user ? "todoapp-${name}"
-    , group ? user
-    , credentials ? { }
-    , clientAllow ? if isBackend name then [ "localhost" ] else null
-    , networkAllow ? [ "localhost" ]
-    , privateNetwork ? isBackend name
-    , after ? [ ]
-    , wants ? [ ]
-    , environment ? [ ]
-    , documentation ? [ ]
-    , watchdogSec ? 30
-    , restartSec ? 1
-    , stopTimeoutSec ? 30
+    {
+      name,
+      execStart,
+      listen ? [ defaultListen.${name} ],
+      user ? "todoapp-${name}",
+      group ? user,
+      credentials ? { },
+      clientAllow ? if isBackend name then [ "localhost" ] else null,
+      networkAllow ? [ "localhost" ],
+      privateNetwork ? isBackend name,
+      after ? [ ],
+      wants ? [ ],
+      environment ? [ ],
+      documentation ? [ ],
+      watchdogSec ? 30,
+      restartSec ? 1,
+      stopTimeoutSec ? 30,
     }:
     let
       unitName = "todoapp-${name}";
@@ -106,10 +118,16 @@ let
           ListenStream = listen;
           FileDescriptorName = name;
           NoDelay = true;
-        } // (if clientAllow == null then { } else {
-          IPAddressDeny = "any";
-          IPAddressAllow = clientAllow;
-        });
+        }
+        // (
+          if clientAllow == null then
+            { }
+          else
+            {
+              IPAddressDeny = "any";
+              IPAddressAllow = clientAllow;
+            }
+        );
         wantedBy = [ "sockets.target" ];
       };
 
@@ -123,34 +141,49 @@ let
           StartLimitIntervalSec = 60;
           StartLimitBurst = 10;
         };
-        service = hardening // {
-          Type = "notify";
-          NotifyAccess = "main";
-          ExecStart = execStart;
-          Restart = "on-failure";
-          RestartSec = restartSec;
-          WatchdogSec = watchdogSec;
-          TimeoutStartSec = 90;
-          TimeoutStopSec = stopTimeoutSec;
-          User = user;
-          Group = group;
-          LoadCredential = map (c: "${c}:${credentials.${c}}") credentialNames;
-          Environment = environment;
-          IPAddressDeny = "any";
-        } // (if privateNetwork then {
-          PrivateNetwork = true;
-          # Only unix sockets (database, notify, journal); the passed TCP
-          # listener needs no socket() call.
-          RestrictAddressFamilies = "AF_UNIX";
-        } else {
-          IPAddressAllow = networkAllow;
-          RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
-        }) // (if isBackend name then {
-          # SQLite databases (the default URL) live here.
-          StateDirectory = unitName;
-          StateDirectoryMode = "0700";
-          WorkingDirectory = "/var/lib/${unitName}";
-        } else { });
+        service =
+          hardening
+          // {
+            SystemCallFilter = hardening.SystemCallFilter ++ extraSystemCalls.${name} or [ ];
+            Type = "notify";
+            NotifyAccess = "main";
+            ExecStart = execStart;
+            Restart = "on-failure";
+            RestartSec = restartSec;
+            WatchdogSec = watchdogSec;
+            TimeoutStartSec = 90;
+            TimeoutStopSec = stopTimeoutSec;
+            User = user;
+            Group = group;
+            LoadCredential = map (c: "${c}:${credentials.${c}}") credentialNames;
+            Environment = environment;
+            IPAddressDeny = "any";
+          }
+          // (
+            if privateNetwork then
+              {
+                PrivateNetwork = true;
+                # Only unix sockets (database, notify, journal); the passed TCP
+                # listener needs no socket() call.
+                RestrictAddressFamilies = "AF_UNIX";
+              }
+            else
+              {
+                IPAddressAllow = networkAllow;
+                RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
+              }
+          )
+          // (
+            if isBackend name then
+              {
+                # SQLite databases (the default URL) live here.
+                StateDirectory = unitName;
+                StateDirectoryMode = "0700";
+                WorkingDirectory = "/var/lib/${unitName}";
+              }
+            else
+              { }
+          );
         # Installing the service installs its socket; the socket starts it.
         also = [ "${unitName}.socket" ];
       };
@@ -158,12 +191,37 @@ let
 
   # Credential names used by the configs; see deploy/systemd/*.toml.
   credentialNames = {
-    gateway = [ "tls.crt" "tls.key" "upstream-ca.crt" "client.crt" "client.key" "jwt.pub" ];
-    user = [ "tls.crt" "tls.key" "client-ca.crt" "jwt.key" ];
-    todo = [ "tls.crt" "tls.key" "client-ca.crt" ];
+    gateway = [
+      "tls.crt"
+      "tls.key"
+      "upstream-ca.crt"
+      "client.crt"
+      "client.key"
+      "jwt.pub"
+    ];
+    user = [
+      "tls.crt"
+      "tls.key"
+      "client-ca.crt"
+      "jwt.key"
+    ];
+    todo = [
+      "tls.crt"
+      "tls.key"
+      "client-ca.crt"
+    ];
   };
 in
 {
-  inherit defaultListen hardening mkUnits credentialNames;
-  services = [ "gateway" "user" "todo" ];
+  inherit
+    defaultListen
+    hardening
+    mkUnits
+    credentialNames
+    ;
+  services = [
+    "gateway"
+    "user"
+    "todo"
+  ];
 }

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Nix checks that need no nixpkgs (nixpkgs cannot be fetched in CI):
 #   - every .nix file parses (nix-instantiate --parse)
-#   - nixpkgs-fmt --check and deadnix --fail
+#   - nixfmt --check (the formatter of `nix fmt`, nixfmt-tree) and
+#     deadnix --fail
 #   - the shared unit definitions evaluate with builtins only
+#   - how the backends' sandbox follows their database URL (createLocally
+#     with TCP URLs, IPv4 and IPv6 addresses), builtins only
+#     (vm-tests/network-eval.nix)
 #   - flake.lock pins the agreed nixpkgs revision
 #   - with NIXPKGS_LIB=/path/to/nixpkgs/lib (a nixpkgs or nixpkgs.lib
 #     checkout): the NixOS module and the flake outputs are evaluated
 #     against a stub package set (vm-tests/module-eval.nix, flake-eval.nix)
-# Installs nix-bin (apt) and nixpkgs-fmt/deadnix (cargo install) if missing.
+# Installs nix-bin (apt) and nixfmt/deadnix (cargo install) if missing.
+# nixfmt is nixfmt_rs from crates.io, a Rust implementation of nixfmt with
+# the same output (nixfmt itself is Haskell and not packaged for Debian).
 # Needs no release binaries. `nix flake check` itself needs nixpkgs.
 set -euo pipefail
 
@@ -29,10 +35,10 @@ if ! command -v nix-instantiate >/dev/null; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin jq >/dev/null
 fi
 command -v jq >/dev/null || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
-for tool in nixpkgs-fmt deadnix; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "check-nix: cargo install --locked $tool"
-    cargo install --locked --quiet "$tool"
+for tool in nixfmt:nixfmt_rs@0.5.3 deadnix:deadnix; do
+  if ! command -v "${tool%%:*}" >/dev/null; then
+    echo "check-nix: cargo install --locked ${tool#*:}"
+    cargo install --locked --quiet "${tool#*:}"
   fi
 done
 
@@ -44,8 +50,8 @@ for f in "${files[@]}"; do
 done
 ok "${#files[@]} .nix files parse"
 
-nixpkgs-fmt --check "${files[@]}" || fail "not formatted: run nixpkgs-fmt on the files above"
-ok "nixpkgs-fmt --check"
+nixfmt --check "${files[@]}" || fail "not formatted: run nixfmt (or nix fmt) on the files above"
+ok "nixfmt --check"
 
 deadnix --fail "${files[@]}" || fail "deadnix found unused code (above)"
 ok "deadnix --fail"
@@ -59,6 +65,10 @@ for svc in gateway user todo; do
     fail "rendered todoapp-$svc.socket looks wrong"
 done
 ok "unit definitions evaluate with builtins only (scripts/check-units.sh checks them further)"
+
+out=$(nix-instantiate --eval --strict --json vm-tests/network-eval.nix 2>&1 | grep -v "build-users-group") ||
+  fail "vm-tests/network-eval.nix: $out"
+ok "$out"
 
 lock='{
   "locked": {"owner": "NixOS", "repo": "nixpkgs", "type": "github",

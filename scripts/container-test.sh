@@ -7,7 +7,9 @@
 # runs the checks below and powers the container off:
 #   1. the three sockets listen, the services are not running yet
 #   2. todoapp-e2e against the gateway passes
-#   3. the services were started by their sockets, Type=notify, sandboxed
+#   3. the services were started by their sockets, Type=notify, sandboxed;
+#      the user service's argon2 threads run at nice 10 (the units' system
+#      call filter allows setpriority)
 #   4. SIGKILL of the todo service: systemd restarts it, calls fail only
 #      until the restart is done
 #   5. MariaDB restart: the services recover without being restarted
@@ -85,12 +87,16 @@ stub_source() {
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -144,6 +150,15 @@ static int ask(const char *host, int port, char *line, size_t n) {
   return strcmp(line, "ok") == 0;
 }
 
+/* Like the user service's argon2 workers: a named thread at nice 10. */
+static void *hashing_thread(void *arg) {
+  (void)arg;
+  prctl(PR_SET_NAME, "argon2-0");
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) != 0) perror("stub user: setpriority");
+  for (;;) pause();
+  return NULL;
+}
+
 static int serve(const char *role) {
   const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS"), *names = getenv("LISTEN_FDNAMES");
   const char *creds = getenv("CREDENTIALS_DIRECTORY"), *wd = getenv("WATCHDOG_USEC");
@@ -169,6 +184,10 @@ static int serve(const char *role) {
   struct sigaction act = {.sa_handler = on_term};
   sigaction(SIGTERM, &act, NULL);
   int interval = wd ? (int)(atoll(wd) / 2000) : -1;
+  if (strcmp(role, "user") == 0) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, hashing_thread, NULL) != 0) return 1;
+  }
   notify("READY=1\nSTATUS=stub serving");
   fprintf(stderr, "stub %s: ready (watchdog %d ms)\n", role, interval);
   for (;;) {
@@ -401,6 +420,20 @@ for svc in gateway user todo; do
   grep -q '^CapEff:[[:space:]]*0*$' "/proc/$pid/status" || fail "$u: has capabilities"
   ok "$u active (pid $pid, user $user, watchdog $(prop "$u" WatchdogUSec), seccomp, no capabilities)"
 done
+
+begin "argon2 threads at nice 10 under the units' system call filter" todoapp-user.service
+# The user service lowers its hashing threads' priority with setpriority();
+# a filter that forbids it would leave them at nice 0 without any error.
+pid=$(prop todoapp-user.service MainPID)
+threads=$(ps -L -o comm=,nice= -p "$pid")
+hashing=$(awk '$1 ~ /^argon2-/ { print $2 }' <<<"$threads" | sort -u | xargs)
+[[ -n $hashing ]] || fail "todoapp-user.service has no argon2-* threads:
+$threads"
+[[ $hashing == 10 ]] || fail "argon2 threads run at nice '$hashing', expected 10:
+$threads"
+main_nice=$(ps -o nice= -p "$pid" | xargs)
+[[ $main_nice == 0 ]] || fail "the main thread runs at nice $main_nice, expected 0"
+ok "$(grep -c '^argon2-' <<<"$threads") argon2 threads at nice 10, main thread at nice 0"
 
 begin "SIGKILL todo service: systemd restarts it" todoapp-todo.service todoapp-gateway.service
 u=todoapp-todo.service

@@ -15,7 +15,10 @@ rec {
   };
 
   gateway = {
-    tls = { certFile = "${dir}/gateway.crt"; keyFile = "${dir}/gateway.key"; };
+    tls = {
+      certFile = "${dir}/gateway.crt";
+      keyFile = "${dir}/gateway.key";
+    };
     upstream = {
       caFile = "${dir}/internal-ca.crt";
       clientCertFile = "${dir}/gateway-client.crt";
@@ -32,7 +35,9 @@ rec {
     };
   };
 
-  user = backend "user" // { jwt.privateKeyFile = "${dir}/jwt-ed25519.key"; };
+  user = backend "user" // {
+    jwt.privateKeyFile = "${dir}/jwt-ed25519.key";
+  };
   todo = backend "todo";
 
   e2e = gateway: "todoapp-e2e --gateway ${gateway} --ca ${dir}/ca.crt";

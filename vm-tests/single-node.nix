@@ -1,6 +1,10 @@
 # One machine with the module's defaults: MariaDB, the user, todo and
 # gateway services on loopback; the machine is its own client.
-{ pkgs, module, package }:
+{
+  pkgs,
+  module,
+  package,
+}:
 let
   common = import ./common.nix { inherit pkgs; };
 in
@@ -9,13 +13,25 @@ pkgs.testers.runNixOSTest {
   globalTimeout = 1200;
 
   nodes.machine = {
-    imports = [ module common.install ];
+    imports = [
+      module
+      common.install
+    ];
     services.todoapp = {
-      gateway = common.gateway // { enable = true; };
-      user = common.user // { enable = true; };
-      todo = common.todo // { enable = true; };
+      gateway = common.gateway // {
+        enable = true;
+      };
+      user = common.user // {
+        enable = true;
+      };
+      todo = common.todo // {
+        enable = true;
+      };
     };
-    environment.systemPackages = [ package pkgs.iproute2 ];
+    environment.systemPackages = [
+      package
+      pkgs.iproute2
+    ];
   };
 
   testScript = ''
