@@ -6,7 +6,9 @@
 //! socket-activated), TLS, readiness, health and graceful shutdown.
 
 pub mod config;
+pub mod connection;
 pub mod grpc;
+pub mod limits;
 pub mod listener;
 pub mod readiness;
 pub mod server;
