@@ -288,11 +288,19 @@ impl Ctx {
         String,
     > {
         let tls = self.tls_from(None).await?;
-        let (sender, connection) = h2::client::Builder::new()
+        let (sender, mut connection) = h2::client::Builder::new()
             .handshake::<_, Bytes>(tls)
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
-        Ok((sender, tokio::spawn(connection)))
+        let mut ping_pong = connection.ping_pong().ok_or("no ping handle")?;
+        let driver = tokio::spawn(connection);
+        // The server's SETTINGS precede its PONG, so after this the client
+        // knows (and honours) the server's limits.
+        tokio::time::timeout(Duration::from_secs(5), ping_pong.ping(h2::Ping::opaque()))
+            .await
+            .map_err(|_| "no PING answer within 5 s".to_owned())?
+            .map_err(|e| format!("PING: {e}"))?;
+        Ok((sender, driver))
     }
 
     fn grpc_request(&self, path: &str, token: &str) -> Result<http::Request<()>, String> {
@@ -626,15 +634,32 @@ async fn open_unread(
         responses.push(response);
         sender = Some(ready);
     }
-    // One stream more than the advertised limit must wait for a slot.
+    // One stream more than the advertised limit is queued by the client
+    // (h2 honours the server's SETTINGS_MAX_CONCURRENT_STREAMS), so no
+    // answer comes back while the others are held.
     let extra_blocked = if probe_extra {
-        let extra = sender.take().ok_or("sender lost")?.ready();
-        tokio::time::timeout(Duration::from_millis(500), extra)
+        let mut ready = sender
+            .take()
+            .ok_or("sender lost")?
+            .ready()
             .await
-            .is_err()
+            .map_err(|e| format!("extra stream: {e}"))?;
+        let (response, mut body) = ready
+            .send_request(ctx.grpc_request("/ToDo/ListToDo", token)?, false)
+            .map_err(|e| format!("extra stream: {e}"))?;
+        body.send_data(grpc_frame(&request), true)
+            .map_err(|e| format!("extra stream: {e}"))?;
+        sender = Some(ready);
+        // Queued by the client (no answer yet) or refused by the server.
+        match tokio::time::timeout(Duration::from_secs(1), response).await {
+            Err(_) => true,
+            Ok(Err(e)) => e.reason() == Some(h2::Reason::REFUSED_STREAM),
+            Ok(Ok(_)) => false,
+        }
     } else {
         false
     };
+    drop(sender);
     // Every call is answered (headers) or refused fast; bodies stay unread.
     let mut held = Vec::new();
     let mut refused = Vec::new();

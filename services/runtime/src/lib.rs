@@ -10,6 +10,7 @@ pub mod connection;
 pub mod grpc;
 pub mod limits;
 pub mod listener;
+pub mod memory;
 pub mod readiness;
 pub mod server;
 pub mod service;

@@ -88,6 +88,7 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
     };
 
     let watchdog = options.probe.clone().and_then(readiness::spawn_watchdog);
+    let trimmer = crate::memory::spawn_trimmer(Duration::from_secs(5));
     let how = match origin {
         Origin::SocketActivated => "socket-activated",
         Origin::Bound => "bound",
@@ -114,6 +115,7 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
+    trimmer.abort();
     tracing::info!(service = options.name, "stopped");
     result
 }
