@@ -153,6 +153,10 @@ let
             WatchdogSec = watchdogSec;
             TimeoutStartSec = 90;
             TimeoutStopSec = stopTimeoutSec;
+            # Room for many clients (each service caps connections per
+            # address and in total well below this); systemd sets it before
+            # exec, so the @resources filter does not get in the way.
+            LimitNOFILE = 65536;
             User = user;
             Group = group;
             LoadCredential = map (c: "${c}:${credentials.${c}}") credentialNames;

@@ -17,3 +17,12 @@ pub mod service_names {
     pub const USER: &str = "User";
     pub const TODO: &str = "ToDo";
 }
+
+/// Largest ListToDo reply the todo service may be configured to send
+/// (its `list_max_bytes` is at most this); the gateway relays replies up
+/// to [`MAX_RELAYED_REPLY_BYTES`], derived from it.
+pub const MAX_LIST_REPLY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest backend reply the gateway relays: the largest ListToDo page
+/// plus room for gRPC framing.
+pub const MAX_RELAYED_REPLY_BYTES: usize = MAX_LIST_REPLY_BYTES + 64 * 1024;

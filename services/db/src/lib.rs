@@ -138,10 +138,17 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // 1 MiB of page cache per connection (SQLite's default is
+                // 2 MiB), so a full pool stays small; the OS caches the file.
+                .pragma("cache_size", "-1024");
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.max_connections)
                 .acquire_timeout(acquire)
+                // Each connection is a thread with its own page cache;
+                // after a burst the pool shrinks back within seconds
+                // (reopening a SQLite connection is cheap).
+                .idle_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;
             Ok(Pool::Sqlite(pool, Default::default()))

@@ -1,6 +1,7 @@
 //! `todoapp-e2e`: the end-to-end suite, as a library (so tests and the
 //! benchmark can reuse its client) and a binary.
 
+pub mod abuse;
 pub mod client;
 pub mod scenarios;
 

@@ -13,9 +13,9 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::token::{TokenError, TokenVerifier};
 
-/// Largest backend response the gateway relays (a full ListToDo page of
-/// maximal entries is several MiB).
-const MAX_UPSTREAM_RESPONSE: usize = 64 * 1024 * 1024;
+/// Largest backend response the gateway relays: follows from the largest
+/// ListToDo byte budget the todo service accepts.
+const MAX_UPSTREAM_RESPONSE: usize = todoapp_api::MAX_RELAYED_REPLY_BYTES;
 
 /// The gateway's one error type, mapped to gRPC codes in one place.
 #[derive(Debug)]
@@ -120,10 +120,13 @@ impl TodoProxy {
 
     /// Verifies this call's own token and prepares the backend request.
     fn authorise<T>(&self, request: Request<T>) -> Result<Request<T>, Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes());
+        let mut values = request.metadata().get_all("authorization").iter();
+        let authorization = values.next().map(|v| v.as_bytes());
+        // Two tokens are ambiguous: whichever one we picked, the other was
+        // meant to count too.
+        if values.next().is_some() {
+            return Err(GatewayError::Unauthenticated(TokenError::Ambiguous).into());
+        }
         let user_id = self
             .verifier
             .verify(authorization)

@@ -22,6 +22,8 @@ pub enum TokenError {
     Missing,
     #[error("authorization metadata too long")]
     TooLong,
+    #[error("more than one authorization header")]
+    Ambiguous,
     #[error("malformed token")]
     Malformed,
     #[error("unknown signing key")]

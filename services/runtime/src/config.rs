@@ -130,6 +130,146 @@ pub struct ServerSettings {
     pub tls_handshake_timeout_secs: u64,
     /// On SIGTERM, in-flight calls get this long to finish.
     pub shutdown_timeout_secs: u64,
+    /// Bounds on what one client, and all clients together, may hold.
+    #[serde(default)]
+    pub limits: ServerLimits,
+}
+
+/// Connection, stream and call bounds of a service's gRPC server (`[limits]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLimits {
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` advertised per connection.
+    pub max_concurrent_streams: u32,
+    /// Calls in flight on one connection (a call holds its slot until its
+    /// reply is sent); more fail fast with RESOURCE_EXHAUSTED.
+    pub max_calls_per_connection: usize,
+    /// Calls in flight over all connections; more fail fast with UNAVAILABLE.
+    pub max_calls: usize,
+    /// Open connections from one IP address; more are closed on accept.
+    pub max_connections_per_address: usize,
+    /// Open connections in total; more are closed on accept.
+    pub max_connections: usize,
+    /// Request header block (HTTP/2 accounting: name + value + 32 per
+    /// field); larger gets RESOURCE_EXHAUSTED. HTTP/2 itself refuses blocks
+    /// over four times this with a bare HTTP 431.
+    pub max_header_list_bytes: u32,
+    /// HTTP/2 flow-control window per stream (request data buffered).
+    pub stream_window_bytes: u32,
+    /// HTTP/2 flow-control window per connection.
+    pub connection_window_bytes: u32,
+    /// A connection with no call in flight is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 PING interval to detect dead peers.
+    pub keepalive_interval_secs: u64,
+    /// A PING unanswered for this long closes the connection.
+    pub keepalive_timeout_secs: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            max_calls_per_connection: 100,
+            max_calls: 512,
+            max_connections_per_address: 64,
+            max_connections: 4096,
+            max_header_list_bytes: 16 * 1024,
+            stream_window_bytes: 256 * 1024,
+            connection_window_bytes: 1024 * 1024,
+            idle_timeout_secs: 300,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+        }
+    }
+}
+
+impl ServerLimits {
+    /// The HTTP/2 hard limit on a header block, above the one that gets a
+    /// gRPC status, so that most oversized blocks reach the service and
+    /// get a proper status instead of a bare HTTP 431.
+    pub fn hard_header_list_bytes(&self) -> u32 {
+        self.max_header_list_bytes.saturating_mul(4)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn range<T: PartialOrd + fmt::Display>(
+            key: &'static str,
+            value: T,
+            min: T,
+            max: T,
+        ) -> Result<(), ConfigError> {
+            if value < min || value > max {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be between {min} and {max}"),
+                ));
+            }
+            Ok(())
+        }
+        range(
+            "limits.max_concurrent_streams",
+            self.max_concurrent_streams,
+            1,
+            10_000,
+        )?;
+        range(
+            "limits.max_calls_per_connection",
+            self.max_calls_per_connection,
+            1,
+            100_000,
+        )?;
+        range("limits.max_calls", self.max_calls, 1, 1_000_000)?;
+        range(
+            "limits.max_connections_per_address",
+            self.max_connections_per_address,
+            1,
+            1_000_000,
+        )?;
+        range("limits.max_connections", self.max_connections, 1, 1_000_000)?;
+        range(
+            "limits.max_header_list_bytes",
+            self.max_header_list_bytes,
+            4096,
+            1024 * 1024,
+        )?;
+        // RFC 9113: windows are at least the initial 65535 and at most 2^31-1.
+        range(
+            "limits.stream_window_bytes",
+            self.stream_window_bytes,
+            65_535,
+            (1 << 31) - 1,
+        )?;
+        range(
+            "limits.connection_window_bytes",
+            self.connection_window_bytes,
+            65_535,
+            (1 << 31) - 1,
+        )?;
+        range(
+            "limits.idle_timeout_secs",
+            self.idle_timeout_secs,
+            1,
+            86_400,
+        )?;
+        range(
+            "limits.keepalive_interval_secs",
+            self.keepalive_interval_secs,
+            1,
+            86_400,
+        )?;
+        range(
+            "limits.keepalive_timeout_secs",
+            self.keepalive_timeout_secs,
+            1,
+            3600,
+        )?;
+        Ok(())
+    }
 }
 
 impl ServerSettings {
@@ -140,6 +280,7 @@ impl ServerSettings {
             max_message_bytes: 64 * 1024,
             tls_handshake_timeout_secs: 10,
             shutdown_timeout_secs: 10,
+            limits: ServerLimits::default(),
         }
     }
 
@@ -157,7 +298,7 @@ impl ServerSettings {
                 "must be at least 1",
             ));
         }
-        Ok(())
+        self.limits.validate()
     }
 
     pub fn listen_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
@@ -257,6 +398,38 @@ mod tests {
             .expect_err("bad")
             .to_string()
             .contains("listen"));
+    }
+
+    #[test]
+    fn limits_load_from_a_section_and_are_validated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[limits]\nmax_concurrent_streams = 7\n").expect("write");
+        let cfg: Sample = load("cfgtest4", Some(&path)).expect("load");
+        assert_eq!(cfg.server.limits.max_concurrent_streams, 7);
+        assert_eq!(
+            cfg.server.limits.max_calls,
+            ServerLimits::default().max_calls
+        );
+
+        std::env::set_var("TODOAPP_CFGTEST5_LIMITS__IDLE_TIMEOUT_SECS", "9");
+        let cfg: Sample = load("cfgtest5", Some(&path)).expect("load");
+        assert_eq!(cfg.server.limits.idle_timeout_secs, 9);
+
+        let mut zero = ServerSettings::with_listen("127.0.0.1:1");
+        zero.limits.max_calls_per_connection = 0;
+        let err = zero.validate().expect_err("zero cap");
+        assert!(
+            err.to_string().contains("limits.max_calls_per_connection"),
+            "{err}"
+        );
+        let mut tiny = ServerSettings::with_listen("127.0.0.1:1");
+        tiny.limits.stream_window_bytes = 100;
+        let err = tiny.validate().expect_err("tiny window");
+        assert!(
+            err.to_string().contains("limits.stream_window_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

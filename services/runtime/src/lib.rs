@@ -6,8 +6,11 @@
 //! socket-activated), TLS, readiness, health and graceful shutdown.
 
 pub mod config;
+pub mod connection;
 pub mod grpc;
+pub mod limits;
 pub mod listener;
+pub mod memory;
 pub mod readiness;
 pub mod server;
 pub mod service;

@@ -1,5 +1,6 @@
 //! Serving a service's gRPC routes: listener, TLS with a handshake timeout,
-//! readiness, health, graceful shutdown with a drain deadline.
+//! connection and call bounds, readiness, health, graceful shutdown with a
+//! drain deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,10 @@ use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::config::ServerSettings;
+use crate::config::{ServerLimits, ServerSettings};
+use crate::connection::{AcceptErrorLog, Connection, ConnectionTracker};
 use crate::grpc::GrpcEdgeLayer;
+use crate::limits::CallLimitLayer;
 use crate::listener::{self, Origin};
 use crate::readiness::{self, Probe};
 use crate::shutdown;
@@ -43,12 +46,23 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
     let acceptor = TlsAcceptor::from(options.tls.clone());
-    let incoming = tls_incoming(listener, acceptor, options.settings.handshake_timeout());
+    let limits = &options.settings.limits;
+    let incoming = tls_incoming(
+        listener,
+        acceptor,
+        options.settings.handshake_timeout(),
+        limits,
+    );
 
     let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_stream_window_size(limits.stream_window_bytes)
+        .initial_connection_window_size(limits.connection_window_bytes)
+        .http2_max_header_list_size(limits.hard_header_list_bytes())
+        .http2_keepalive_interval(Some(Duration::from_secs(limits.keepalive_interval_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(limits.keepalive_timeout_secs)))
         .layer(GrpcEdgeLayer::new(options.name))
+        .layer(CallLimitLayer::new(limits))
         .add_routes(routes);
 
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -74,6 +88,7 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
     };
 
     let watchdog = options.probe.clone().and_then(readiness::spawn_watchdog);
+    let trimmer = crate::memory::spawn_trimmer(Duration::from_secs(5));
     let how = match origin {
         Origin::SocketActivated => "socket-activated",
         Origin::Bound => "bound",
@@ -100,20 +115,29 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
+    trimmer.abort();
     tracing::info!(service = options.name, "stopped");
     result
 }
 
-/// Accepts TCP connections and completes TLS handshakes off the accept loop,
-/// dropping any that take longer than `handshake_timeout`. The loop ends (and
-/// the listener closes) as soon as the server stops taking connections.
+/// Accepts TCP connections and completes TLS handshakes off the accept loop.
+/// Connections over the per-address or total cap are closed at once;
+/// handshakes slower than `handshake_timeout` are dropped, and so are
+/// connections that then send no HTTP/2 preface within it. The loop ends
+/// (and the listener closes) as soon as the server stops taking connections.
 fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    limits: &ServerLimits,
+) -> ReceiverStream<Result<Connection<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(256);
+    let tracker =
+        ConnectionTracker::new(limits.max_connections_per_address, limits.max_connections);
+    let idle_timeout = limits.idle_timeout();
     tokio::spawn(async move {
+        let mut accept_errors = AcceptErrorLog::default();
+        let mut refusals = AcceptErrorLog::default();
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -122,11 +146,20 @@ fn tls_incoming(
             let (tcp, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
+                    if let Some(count) = accept_errors.record(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, count, "accept failed");
+                    }
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            let Some(slot) = tracker.admit(peer.ip()) else {
+                if let Some(count) = refusals.record(std::time::Instant::now()) {
+                    tracing::warn!(%peer, count, open = tracker.open(), "connection cap reached; closing new connections");
+                }
+                drop(tcp);
+                continue;
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
@@ -134,7 +167,9 @@ fn tls_incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let connection =
+                            Connection::new(stream, peer, slot, handshake_timeout, idle_timeout);
+                        let _ = tx.send(Ok(connection)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

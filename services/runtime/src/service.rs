@@ -92,6 +92,7 @@ pub fn main<S: Service>() -> ExitCode {
 
     crate::telemetry::init(&S::server_settings(&config).log_level);
     crate::tls::install_crypto_provider();
+    crate::memory::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use prost::Message;
 use prost_types::Timestamp;
 use todoapp_api::to_do_server::ToDo;
 use todoapp_api::{
@@ -16,14 +17,37 @@ use crate::store::{TodoRecord, TodoStore};
 
 pub struct TodoApi<S> {
     store: Arc<S>,
+    list_max_bytes: usize,
 }
 
 impl<S: TodoStore> TodoApi<S> {
-    pub fn new(store: S) -> Self {
+    /// `list_max_bytes`: the byte budget of one ListToDo reply.
+    pub fn new(store: S, list_max_bytes: usize) -> Self {
         Self {
             store: Arc::new(store),
+            list_max_bytes,
         }
     }
+}
+
+/// Room kept in a ListToDo reply for its `next_page_token` field.
+const TOKEN_FIELD_BYTES: usize = 32;
+
+/// Keeps the leading entries whose encoded size (as repeated fields of the
+/// reply) stays within `max_bytes`; returns whether any were cut.
+fn cut_to_budget(entries: &mut Vec<ToDoEntry>, max_bytes: usize) -> bool {
+    let budget = max_bytes.saturating_sub(TOKEN_FIELD_BYTES);
+    let mut used = 0usize;
+    for (index, entry) in entries.iter().enumerate() {
+        let len = entry.encoded_len();
+        // Field key (1 byte) + length prefix + the entry itself.
+        used += 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        if used > budget {
+            entries.truncate(index);
+            return true;
+        }
+    }
+    false
 }
 
 /// The caller's id, put there by the gateway after verifying the token.
@@ -139,17 +163,19 @@ impl<S: TodoStore> ToDo for TodoApi<S> {
         };
         let mut records = self
             .store
-            .list(&user, probe)
+            .list(&user, probe, self.list_max_bytes)
             .await
             .map_err(TodoError::from)?;
-        let more = records.len() > page.limit as usize;
+        let mut more = records.len() > page.limit as usize;
         records.truncate(page.limit as usize);
-        let next_page_token = match (more, records.last()) {
+        let mut items: Vec<ToDoEntry> = records.into_iter().map(ToDoEntry::from).collect();
+        more |= cut_to_budget(&mut items, self.list_max_bytes);
+        let next_page_token = match (more, items.last()) {
             (true, Some(last)) => encode_token(last.id),
             _ => String::new(),
         };
         Ok(Response::new(ListToDoRsp {
-            items: records.into_iter().map(ToDoEntry::from).collect(),
+            items,
             next_page_token,
         }))
     }
@@ -158,6 +184,34 @@ impl<S: TodoStore> ToDo for TodoApi<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(id: i32, text_len: usize) -> ToDoEntry {
+        ToDoEntry {
+            id,
+            title: "t".into(),
+            text: "x".repeat(text_len),
+            created_at: Some(timestamp(1)),
+            updated_at: None,
+            done: Some(false),
+        }
+    }
+
+    #[test]
+    fn pages_are_cut_before_the_entry_that_passes_the_budget() {
+        let budget = 64 * 1024;
+        let mut items: Vec<ToDoEntry> = (1..=20).map(|id| entry(id, 8000)).collect();
+        assert!(cut_to_budget(&mut items, budget));
+        assert_eq!(items.len(), 8, "8 entries of ~8 KB fit in 64 KiB");
+        let reply = ListToDoRsp {
+            items,
+            next_page_token: encode_token(8),
+        };
+        assert!(reply.encoded_len() <= budget, "{}", reply.encoded_len());
+
+        let mut small: Vec<ToDoEntry> = (1..=20).map(|id| entry(id, 10)).collect();
+        assert!(!cut_to_budget(&mut small, budget));
+        assert_eq!(small.len(), 20);
+    }
 
     #[test]
     fn timestamps_split_micros() {

@@ -52,7 +52,7 @@ impl Service for TodoService {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let (pool, store) = open_store(&config).await?;
 
-        let todo = ToDoServer::new(TodoApi::new(store))
+        let todo = ToDoServer::new(TodoApi::new(store, config.list_max_bytes))
             .max_decoding_message_size(config.server.max_message_bytes);
         let (health, health_service) = tonic_health::server::health_reporter();
         health

@@ -3,6 +3,8 @@
 
 use std::future::Future;
 
+use futures_util::TryStreamExt;
+
 use todoapp_db::{now_micros, on_pool, Kind, Pool, StoreError};
 
 use crate::domain::{Content, Page, TodoId, UserId};
@@ -58,11 +60,14 @@ pub trait TodoStore: Send + Sync + 'static {
         user: &UserId,
         id: TodoId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Up to `page.limit` entries with ids above `page.after`, ascending.
+    /// Up to `page.limit` entries with ids above `page.after`, ascending,
+    /// stopping after the first entry that takes the title and text bytes
+    /// read past `max_bytes` (so at most one entry over the budget is read).
     fn list(
         &self,
         user: &UserId,
         page: Page,
+        max_bytes: usize,
     ) -> impl Future<Output = Result<Vec<TodoRecord>, StoreError>> + Send;
 }
 
@@ -153,15 +158,34 @@ impl TodoStore for SqlTodoStore {
         Ok(affected > 0)
     }
 
-    async fn list(&self, user: &UserId, page: Page) -> Result<Vec<TodoRecord>, StoreError> {
+    async fn list(
+        &self,
+        user: &UserId,
+        page: Page,
+        max_bytes: usize,
+    ) -> Result<Vec<TodoRecord>, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM todos WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?");
-        let rows: Vec<Row> = on_pool!(&self.pool, |p| sqlx::query_as(&sql)
-            .bind(user.as_str())
-            .bind(page.after)
-            .bind(i64::from(page.limit))
-            .fetch_all(p)
-            .await)?;
+        // Rows are streamed, so a page of large entries never sits in
+        // memory beyond the budget.
+        let rows: Vec<Row> = on_pool!(&self.pool, |p| async {
+            let mut stream = sqlx::query_as::<_, Row>(&sql)
+                .bind(user.as_str())
+                .bind(page.after)
+                .bind(i64::from(page.limit))
+                .fetch(p);
+            let mut rows = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = stream.try_next().await? {
+                bytes += row.1.len() + row.2.len();
+                rows.push(row);
+                if bytes > max_bytes {
+                    break;
+                }
+            }
+            Ok::<_, sqlx::Error>(rows)
+        }
+        .await)?;
         Ok(rows.into_iter().map(TodoRecord::from).collect())
     }
 }

@@ -52,7 +52,8 @@ async fn exercise(store: SqlTodoStore) {
             Page {
                 after: 0,
                 limit: 10
-            }
+            },
+            usize::MAX
         )
         .await
         .expect("list")
@@ -100,7 +101,7 @@ async fn exercise(store: SqlTodoStore) {
         .await
         .expect("create");
     let page = store
-        .list(&ann, Page { after: 0, limit: 3 })
+        .list(&ann, Page { after: 0, limit: 3 }, usize::MAX)
         .await
         .expect("list");
     assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..3]);
@@ -111,10 +112,30 @@ async fn exercise(store: SqlTodoStore) {
                 after: ids[2],
                 limit: 3,
             },
+            usize::MAX,
         )
         .await
         .expect("list");
     assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), ids[3..]);
+
+    // The byte budget: reading stops after the first entry that passes it
+    // (the "newer" entry's 5 bytes, then "t0"... 2 bytes each).
+    let budgeted = store
+        .list(
+            &ann,
+            Page {
+                after: 0,
+                limit: 10,
+            },
+            6,
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        budgeted.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[..2],
+        "stops at the entry that passes 6 bytes"
+    );
 
     assert!(store.delete(&ann, TodoId(first)).await.expect("delete"));
     assert!(store.get(&ann, TodoId(first)).await.expect("get").is_none());

@@ -1,0 +1,132 @@
+//! `todoapp-abuse` against real stacks (real processes, TLS, SQLite and
+//! MariaDB). The gateway gets short handshake and idle timeouts so the
+//! timing scenarios take seconds; everything else runs at the defaults,
+//! whose bounds the suite checks through the state dir (`/proc`).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{bin, Proc};
+
+const HANDSHAKE_TIMEOUT_SECS: &str = "2";
+const IDLE_TIMEOUT_SECS: &str = "3";
+
+fn start_stack(state: &Path, database: &str, env: &[(&str, &str)]) -> Proc {
+    let _ = std::fs::remove_file(state.join("stack.json"));
+    let mut cmd = Command::new(bin("todoapp-stack"));
+    cmd.arg("--state-dir")
+        .arg(state)
+        .args(["--listen", "127.0.0.1:0", "--database", database])
+        .env(
+            "TODOAPP_GATEWAY_TLS_HANDSHAKE_TIMEOUT_SECS",
+            HANDSHAKE_TIMEOUT_SECS,
+        )
+        .env(
+            "TODOAPP_GATEWAY_LIMITS__IDLE_TIMEOUT_SECS",
+            IDLE_TIMEOUT_SECS,
+        );
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut proc = Proc::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !state.join("stack.json").exists() {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!(
+                "todoapp-stack exited early ({status}); log:\n{}",
+                proc.log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stack.json not written; log:\n{}",
+            proc.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proc
+}
+
+fn stop_stack(mut stack: Proc) {
+    stack.signal(libc::SIGTERM);
+    let status = stack.wait(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "stack exit {status}; log:\n{}",
+        stack.log()
+    );
+}
+
+/// Runs the suite; every scenario not in `skipped` must run and pass.
+fn run_abuse(state: &Path, extra: &[&str], only: Option<&str>, skipped: &[&str]) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_todoapp-abuse"));
+    cmd.arg("--state-dir")
+        .arg(state)
+        .args(["--handshake-timeout-secs", HANDSHAKE_TIMEOUT_SECS])
+        .args(["--idle-timeout-secs", IDLE_TIMEOUT_SECS])
+        .args(extra);
+    if let Some(only) = only {
+        cmd.args(["--only", only]);
+    }
+    let out = cmd.output().expect("run todoapp-abuse");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "todoapp-abuse failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Vec<&str> = todoapp_e2e::abuse::scenario_names()
+        .into_iter()
+        .filter(|name| only.is_none_or(|o| name.contains(o)))
+        .filter(|name| !skipped.iter().any(|s| name.contains(s)))
+        .collect();
+    for name in &expected {
+        assert!(
+            stdout.contains(&format!("PASS  {name}")),
+            "scenario `{name}` did not pass:\n{stdout}"
+        );
+    }
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(last, format!("{} passed, 0 failed", expected.len()));
+}
+
+#[test]
+fn sqlite_stack_withstands_the_abuse_suite() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack(state.path(), "sqlite", &[]);
+    // The caps scenario needs low caps; it runs in its own stack below.
+    run_abuse(state.path(), &[], None, &["caps"]);
+    stop_stack(stack);
+}
+
+#[test]
+fn mariadb_stack_withstands_the_abuse_suite() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack(state.path(), "mariadb", &[]);
+    run_abuse(state.path(), &[], None, &["caps"]);
+    stop_stack(stack);
+}
+
+#[test]
+fn calls_over_the_caps_fail_fast() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack(
+        state.path(),
+        "sqlite",
+        &[
+            ("TODOAPP_GATEWAY_LIMITS__MAX_CALLS_PER_CONNECTION", "4"),
+            ("TODOAPP_GATEWAY_LIMITS__MAX_CALLS", "10"),
+        ],
+    );
+    run_abuse(
+        state.path(),
+        &["--max-calls-per-connection", "4", "--max-calls", "10"],
+        Some("caps"),
+        &[],
+    );
+    stop_stack(stack);
+}
