@@ -285,7 +285,7 @@ impl From<sqlx::Error> for StoreError {
                 constraint: violated_constraint(db.as_ref()),
                 source: error.into(),
             },
-            sqlx::Error::Database(db) if is_connection_lost(db.code().as_deref()) => {
+            sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
                 StoreError::Unavailable(error.into())
             }
             _ => StoreError::Internal(error.into()),
@@ -325,7 +325,9 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-/// MariaDB server-gone / shutdown codes (SQLSTATE 08xxx, or "70100" kill).
-fn is_connection_lost(code: Option<&str>) -> bool {
-    matches!(code, Some(c) if c.starts_with("08") || c == "70100")
+/// MariaDB server-gone / shutdown codes (SQLSTATE 08xxx, or "70100" kill),
+/// and a transaction chosen as a deadlock victim (SQLSTATE 40001, "try
+/// restarting transaction"): all transient, so retryable.
+fn is_transient(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c.starts_with("08") || c == "70100" || c == "40001")
 }

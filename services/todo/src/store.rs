@@ -166,41 +166,36 @@ impl TodoStore for SqlTodoStore {
         content: &Content,
         request: &RequestId,
     ) -> Result<CreateOnce, StoreError> {
-        const FORGET_EXPIRED: &str =
-            "DELETE FROM create_requests WHERE user_id = ? AND request_id = ? AND created_at < ?";
-        const EARLIER: &str =
-            "SELECT todo_id, fingerprint FROM create_requests WHERE user_id = ? AND request_id = ?";
+        const EARLIER: &str = "SELECT todo_id, fingerprint, created_at FROM create_requests WHERE user_id = ? AND request_id = ?";
         const INSERT_TODO: &str = "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
-        const REMEMBER: &str = "INSERT INTO create_requests (user_id, request_id, todo_id, fingerprint, created_at) VALUES (?, ?, ?, ?, ?)";
+        const REMEMBER: &str = "INSERT INTO create_requests (todo_id, fingerprint, created_at, user_id, request_id) VALUES (?, ?, ?, ?, ?)";
+        const REPLACE_EXPIRED: &str = "UPDATE create_requests SET todo_id = ?, fingerprint = ?, created_at = ? WHERE user_id = ? AND request_id = ?";
         let fingerprint = content.fingerprint();
-        let judge = |(id, earlier): (i32, Vec<u8>)| {
+        let _writer = self.pool.write_lock().await;
+        let now = now_micros();
+        let judge = |(id, earlier, _): (i32, Vec<u8>, i64)| {
             if earlier == fingerprint {
                 CreateOnce::Repeated(id)
             } else {
                 CreateOnce::Mismatch
             }
         };
-        let _writer = self.pool.write_lock().await;
-        let now = now_micros();
+        let fresh = |earlier: &(i32, Vec<u8>, i64)| earlier.2 >= now - REQUEST_ID_RETENTION_MICROS;
         // One transaction: the entry and its request id are stored together
-        // or not at all. Two concurrent first calls both insert; the second
-        // one's request id violates the primary key, its transaction rolls
-        // back and it answers with the first one's id.
+        // or not at all. The lookup is a plain (non-locking) read, so
+        // creates with other keys never wait on each other; two concurrent
+        // first calls with one key both insert an entry, the second one's
+        // key violates the primary key, its transaction rolls back and it
+        // answers with the first one's id.
         let attempt = on_pool!(&self.pool, |p| async {
             let mut tx = p.begin().await?;
-            sqlx::query(FORGET_EXPIRED)
-                .bind(user.as_str())
-                .bind(request.as_str())
-                .bind(now - REQUEST_ID_RETENTION_MICROS)
-                .execute(&mut *tx)
-                .await?;
-            let earlier: Option<(i32, Vec<u8>)> = sqlx::query_as(EARLIER)
+            let earlier: Option<(i32, Vec<u8>, i64)> = sqlx::query_as(EARLIER)
                 .bind(user.as_str())
                 .bind(request.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-            if let Some(earlier) = earlier {
-                return Ok::<_, StoreError>(judge(earlier));
+            if let Some(earlier) = earlier.as_ref().filter(|e| fresh(e)) {
+                return Ok::<_, StoreError>(judge(earlier.clone()));
             }
             let id: i32 = sqlx::query_scalar(INSERT_TODO)
                 .bind(user.as_str())
@@ -210,12 +205,18 @@ impl TodoStore for SqlTodoStore {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
-            sqlx::query(REMEMBER)
-                .bind(user.as_str())
-                .bind(request.as_str())
+            // An expired key not yet cleaned up is reused in place.
+            let remember = if earlier.is_some() {
+                REPLACE_EXPIRED
+            } else {
+                REMEMBER
+            };
+            sqlx::query(remember)
                 .bind(id)
                 .bind(&fingerprint[..])
                 .bind(now)
+                .bind(user.as_str())
+                .bind(request.as_str())
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -224,7 +225,7 @@ impl TodoStore for SqlTodoStore {
         .await);
         match attempt {
             Err(StoreError::Conflict { .. }) => {
-                let earlier: Option<(i32, Vec<u8>)> =
+                let earlier: Option<(i32, Vec<u8>, i64)> =
                     on_pool!(&self.pool, |p| sqlx::query_as(EARLIER)
                         .bind(user.as_str())
                         .bind(request.as_str())
