@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 /// backends. Whatever a client sends under this name is overwritten.
 pub const USER_ID_HEADER: &str = "x-todoapp-user-id";
 
+/// Metadata key under which the gateway passes the client's IP address
+/// (after trusted-proxy handling) to the user service, for throttling.
+/// Whatever a client sends under this name is dropped.
+pub const CLIENT_ADDRESS_HEADER: &str = "x-todoapp-client-address";
+
 /// The claims of every token we issue and accept.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {

@@ -108,7 +108,13 @@ async fn create_entry(
         ..Default::default()
     };
     ToDoClient::new(channel.clone())
-        .create_to_do(account.request(conns.via, CreateToDoReq { item: Some(item) }))
+        .create_to_do(account.request(
+            conns.via,
+            CreateToDoReq {
+                item: Some(item),
+                ..Default::default()
+            },
+        ))
         .await
         .map(|r| r.into_inner().id)
         .map_err(|s| format!("seeding: CreateToDo: {:?}: {}", s.code(), s.message()))
@@ -367,8 +373,13 @@ impl Worker {
             text: ENTRY_TEXT.to_owned(),
             ..Default::default()
         };
-        let request =
-            shared.accounts[index].request(self.conns.via, CreateToDoReq { item: Some(item) });
+        let request = shared.accounts[index].request(
+            self.conns.via,
+            CreateToDoReq {
+                item: Some(item),
+                ..Default::default()
+            },
+        );
         let result = match self.todo().create_to_do(request).await {
             Ok(rsp) => {
                 if self.keeps_created {

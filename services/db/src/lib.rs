@@ -128,7 +128,7 @@ const MYSQL_SESSION: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_I
 pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     let kind = settings
         .kind()
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        .map_err(|e| StoreError::Internal(e.into()))?;
     let acquire = Duration::from_millis(settings.acquire_timeout_ms);
     match kind {
         Kind::Sqlite => {
@@ -160,7 +160,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .pipes_as_concat(false);
             if let Some(path) = &settings.password_file {
                 let password = read_file("database.password_file", path)
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    .map_err(|e| StoreError::Internal(e.into()))?;
                 let password = String::from_utf8_lossy(&password).trim_end().to_owned();
                 options = options.password(&password);
             }
@@ -240,19 +240,45 @@ impl Pool {
     }
 }
 
-/// How a storage operation failed, as far as callers need to know.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a storage operation failed, as far as callers need to know. Each
+/// variant keeps the driver's error as its source, for the logs only.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached (or the pool is exhausted): retryable.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// A unique constraint refused the write; the string is the engine's
-    /// message (names the column), never shown to clients.
-    #[error("unique constraint violated: {0}")]
-    Conflict(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A unique constraint refused the write. `constraint` identifies it:
+    /// the index name on MariaDB, the indexed `table.column` list on SQLite
+    /// (which reports no index name); see [`violated_constraint`].
+    #[error("unique constraint {constraint} violated")]
+    Conflict {
+        constraint: String,
+        #[source]
+        source: BoxError,
+    },
     /// Anything else: a bug or a broken database.
-    #[error("database error: {0}")]
-    Internal(String),
+    #[error("database error")]
+    Internal(#[source] BoxError),
+}
+
+impl StoreError {
+    pub fn internal(detail: impl Into<String>) -> Self {
+        StoreError::Internal(detail.into().into())
+    }
+
+    /// This error and its sources, for one log line.
+    pub fn detail(&self) -> String {
+        let mut detail = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(error) = source {
+            detail.push_str(": ");
+            detail.push_str(&error.to_string());
+            source = error.source();
+        }
+        detail
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -261,28 +287,54 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(error.to_string()),
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict(db.message().to_owned())
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(error.into()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
+                constraint: violated_constraint(db.as_ref()),
+                source: error.into(),
+            },
+            sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
+                StoreError::Unavailable(error.into())
             }
-            sqlx::Error::Database(db) if is_connection_lost(db.code().as_deref()) => {
-                StoreError::Unavailable(error.to_string())
-            }
-            _ => StoreError::Internal(error.to_string()),
+            _ => StoreError::Internal(error.into()),
         }
     }
+}
+
+/// Which unique constraint a violation names. sqlx exposes the name
+/// (`DatabaseError::constraint`) only for PostgreSQL, so for our engines it
+/// is taken from the fixed part of the engine's report, never from text a
+/// user could have put there:
+/// - MariaDB error 1062 ends with `for key 'NAME'` (MySQL 8: `'table.NAME'`);
+///   the duplicate value comes before it, so the last such clause is the key;
+/// - SQLite reports `UNIQUE constraint failed: table.col[, table.col]`, the
+///   indexed columns (it has no index name to give).
+pub fn violated_constraint(db: &dyn sqlx::error::DatabaseError) -> String {
+    if let Some(name) = db.constraint() {
+        return name.to_owned();
+    }
+    let message = db.message();
+    if let Some((_, key)) = message.rsplit_once(" for key '") {
+        let key = key.strip_suffix('\'').unwrap_or(key);
+        return key.rsplit('.').next().unwrap_or(key).to_owned();
+    }
+    if let Some(columns) = message.strip_prefix("UNIQUE constraint failed: ") {
+        return columns.to_owned();
+    }
+    String::new()
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(error: sqlx::migrate::MigrateError) -> Self {
         match error {
             sqlx::migrate::MigrateError::Execute(inner) => inner.into(),
-            other => StoreError::Internal(other.to_string()),
+            other => StoreError::Internal(other.into()),
         }
     }
 }
 
-/// MariaDB server-gone / shutdown codes (SQLSTATE 08xxx, or "70100" kill).
-fn is_connection_lost(code: Option<&str>) -> bool {
-    matches!(code, Some(c) if c.starts_with("08") || c == "70100")
+/// MariaDB server-gone / shutdown codes (SQLSTATE 08xxx, or "70100" kill),
+/// and a transaction chosen as a deadlock victim (SQLSTATE 40001, "try
+/// restarting transaction"): all transient, so retryable.
+fn is_transient(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c.starts_with("08") || c == "70100" || c == "40001")
 }

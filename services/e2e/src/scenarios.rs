@@ -18,6 +18,8 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::client::{authed, with_authorization};
 
+pub mod accounts;
+
 pub type Outcome = Result<(), String>;
 type BoxFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
@@ -33,7 +35,7 @@ impl Scenario {
 }
 
 macro_rules! scenarios {
-    ($($name:literal => $f:ident),* $(,)?) => {
+    ($($name:literal => $f:path),* $(,)?) => {
         pub fn all() -> Vec<Scenario> {
             vec![$(Scenario { name: $name, run: |ctx| Box::pin($f(ctx)) }),*]
         }
@@ -58,6 +60,9 @@ scenarios! {
     "oversized messages are RESOURCE_EXHAUSTED and serving goes on" => oversized_messages,
     "malformed messages and unknown methods leave the server serving" => malformed_input,
     "health and reflection answer" => health_and_reflection,
+    "usernames are exact, visible and NFC; conflicts name the right field" => accounts::exact_usernames,
+    "a repeated request_id creates once; other content is ALREADY_EXISTS" => accounts::idempotent_create,
+    "repeated failed logins are throttled with a retry delay" => accounts::login_throttling,
 }
 
 /// Shared by the scenarios: one connection, and unique names per run.
@@ -135,7 +140,13 @@ impl Ctx {
         };
         Ok(self
             .todos()
-            .create_to_do(authed(CreateToDoReq { item: Some(item) }, token))
+            .create_to_do(authed(
+                CreateToDoReq {
+                    item: Some(item),
+                    ..Default::default()
+                },
+                token,
+            ))
             .await
             .map_err(|s| format!("create {title:?}: {s:?}"))?
             .into_inner()
@@ -673,6 +684,7 @@ async fn todo_validation(ctx: &Ctx) -> Outcome {
                 .create_to_do(authed(
                     CreateToDoReq {
                         item: Some(item.clone()),
+                        ..Default::default()
                     },
                     &a.token,
                 ))
@@ -688,7 +700,13 @@ async fn todo_validation(ctx: &Ctx) -> Outcome {
     }
     expect_code(
         ctx.todos()
-            .create_to_do(authed(CreateToDoReq { item: None }, &a.token))
+            .create_to_do(authed(
+                CreateToDoReq {
+                    item: None,
+                    ..Default::default()
+                },
+                &a.token,
+            ))
             .await,
         Code::InvalidArgument,
         "no item",
@@ -1065,6 +1083,7 @@ async fn spoofed_identity(ctx: &Ctx) -> Outcome {
                 title: "b's".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         },
         &b.token,
     );
@@ -1144,7 +1163,13 @@ async fn oversized_messages(ctx: &Ctx) -> Outcome {
     };
     expect_code(
         ctx.todos()
-            .create_to_do(authed(CreateToDoReq { item: Some(item) }, &a.token))
+            .create_to_do(authed(
+                CreateToDoReq {
+                    item: Some(item),
+                    ..Default::default()
+                },
+                &a.token,
+            ))
             .await,
         Code::ResourceExhausted,
         "100 KiB message",

@@ -86,6 +86,21 @@ fn run_e2e(target: &Target) {
     );
 }
 
+/// The owner on 127.0.0.1 is not locked out by a stranger guessing from
+/// 127.0.0.2 (the stack's per-address limits are raised, the per-account
+/// ones are the defaults).
+async fn two_addresses(target: &Target) {
+    let home = Ctx::new(connect(target).await.expect("connect"));
+    let away = Ctx::new(
+        todoapp_e2e::client::connect_from(target, Some([127, 0, 0, 2].into()))
+            .await
+            .expect("connect from 127.0.0.2"),
+    );
+    todoapp_e2e::scenarios::accounts::stranger_cannot_lock_out_the_owner(&home, &away)
+        .await
+        .expect("stranger vs owner");
+}
+
 /// Registers a user with one entry; returns (username, password, entry id).
 async fn seed(target: &Target, title: &str) -> (String, String, i32) {
     let ctx = Ctx::new(connect(target).await.expect("connect"));
@@ -140,6 +155,7 @@ async fn sqlite_stack_passes_e2e_persists_and_stops_cleanly() {
     let ca_before = std::fs::read(pki.join("ca.crt")).expect("ca");
 
     run_e2e(&stack.target);
+    two_addresses(&stack.target).await;
     let user = seed(&stack.target, "survives restarts").await;
     stop_stack(stack, state.path());
 
@@ -162,6 +178,7 @@ async fn mariadb_stack_passes_e2e_and_persists() {
         "MariaDB data must live in the state dir"
     );
     run_e2e(&stack.target);
+    two_addresses(&stack.target).await;
     let user = seed(&stack.target, "in mariadb").await;
     stop_stack(stack, state.path());
 
@@ -224,7 +241,13 @@ async fn stack_restarts_a_crashed_service_and_refuses_a_second_instance() {
         };
         match ctx
             .todos()
-            .create_to_do(authed(CreateToDoReq { item: Some(item) }, &account.token))
+            .create_to_do(authed(
+                CreateToDoReq {
+                    item: Some(item),
+                    ..Default::default()
+                },
+                &account.token,
+            ))
             .await
         {
             Ok(_) => break,

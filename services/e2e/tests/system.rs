@@ -186,7 +186,10 @@ async fn database_outage_is_unavailable_and_recovers_without_restart() {
         })
     };
     client
-        .create_to_do(as_user(CreateToDoReq { item: item() }))
+        .create_to_do(as_user(CreateToDoReq {
+            item: item(),
+            ..Default::default()
+        }))
         .await
         .expect("create while up");
 
@@ -195,7 +198,10 @@ async fn database_outage_is_unavailable_and_recovers_without_restart() {
         .expect("stop MariaDB");
     let started = Instant::now();
     let status = client
-        .create_to_do(as_user(CreateToDoReq { item: item() }))
+        .create_to_do(as_user(CreateToDoReq {
+            item: item(),
+            ..Default::default()
+        }))
         .await
         .expect_err("database is down");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -217,7 +223,10 @@ async fn database_outage_is_unavailable_and_recovers_without_restart() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match client
-            .create_to_do(as_user(CreateToDoReq { item: item() }))
+            .create_to_do(as_user(CreateToDoReq {
+                item: item(),
+                ..Default::default()
+            }))
             .await
         {
             Ok(_) => break,
@@ -462,6 +471,7 @@ async fn socket_activated_service_serves_on_the_passed_socket_and_notifies() {
                 title: "activated".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         }))
         .await
         .expect("create");

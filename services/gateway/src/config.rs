@@ -1,3 +1,4 @@
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,9 @@ pub struct GatewayConfig {
     pub tls: TlsFiles,
     pub upstream: UpstreamSettings,
     pub jwt: JwtVerifySettings,
+    /// Reverse proxies in front of the gateway whose `X-Forwarded-For` is
+    /// believed. Calls from anywhere else are from the address they come from.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 /// How the gateway reaches the backends: mutual TLS with its own client
@@ -72,6 +76,7 @@ impl Default for GatewayConfig {
                 max_lifetime_secs: 24 * 3600,
                 leeway_secs: 60,
             },
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -19,7 +19,7 @@ use todoapp_runtime::service::{FileChecks, Service};
 use todoapp_runtime::ConfigError;
 
 pub use crate::config::GatewayConfig;
-use crate::proxy::{TodoProxy, UserProxy};
+use crate::proxy::{CallSettings, TodoProxy, UserProxy};
 use crate::token::TokenVerifier;
 
 pub struct GatewayService;
@@ -49,9 +49,14 @@ impl Service for GatewayService {
         let todo_channel =
             upstream::channel("upstream.todo", &config.upstream.todo, &config.upstream)?;
 
+        let calls = CallSettings {
+            request_timeout: std::time::Duration::from_millis(config.upstream.request_timeout_ms),
+            trusted_proxies: config.trusted_proxies.clone().into(),
+        };
         let limit = config.server.max_message_bytes;
-        let user = UserServer::new(UserProxy::new(user_channel)).max_decoding_message_size(limit);
-        let todo = ToDoServer::new(TodoProxy::new(todo_channel, verifier))
+        let user = UserServer::new(UserProxy::new(user_channel, calls.clone()))
+            .max_decoding_message_size(limit);
+        let todo = ToDoServer::new(TodoProxy::new(todo_channel, verifier, calls))
             .max_decoding_message_size(limit);
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -15,6 +15,9 @@ use tower_service::Service;
 
 const GRPC_STATUS: &str = "grpc-status";
 
+/// gRPC's hint for when a refused call may be retried, in milliseconds.
+pub const RETRY_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
+
 /// UNAVAILABLE for a client, with `detail` logged here (once) and never sent.
 pub fn unavailable(detail: &str) -> tonic::Status {
     tracing::warn!(%detail, "dependency unavailable");

@@ -11,9 +11,9 @@ use todoapp_api::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::domain::{encode_token, Content, Page, TodoId, UserId};
+use crate::domain::{encode_token, Content, Page, RequestId, TodoId, UserId};
 use crate::error::TodoError;
-use crate::store::{TodoRecord, TodoStore};
+use crate::store::{CreateOnce, TodoRecord, TodoStore};
 
 pub struct TodoApi<S> {
     store: Arc<S>,
@@ -92,12 +92,24 @@ impl<S: TodoStore> ToDo for TodoApi<S> {
         request: Request<CreateToDoReq>,
     ) -> Result<Response<CreateToDoRsp>, Status> {
         let user = caller(&request)?;
-        let (_, content) = content_of(request.into_inner().item)?;
-        let id = self
-            .store
-            .create(&user, &content)
-            .await
-            .map_err(TodoError::from)?;
+        let req = request.into_inner();
+        let (_, content) = content_of(req.item)?;
+        let id = match RequestId::parse(&req.request_id)? {
+            None => self
+                .store
+                .create(&user, &content)
+                .await
+                .map_err(TodoError::from)?,
+            Some(request_id) => match self
+                .store
+                .create_once(&user, &content, &request_id)
+                .await
+                .map_err(TodoError::from)?
+            {
+                CreateOnce::Created(id) | CreateOnce::Repeated(id) => id,
+                CreateOnce::Mismatch => return Err(TodoError::RequestIdReused.into()),
+            },
+        };
         Ok(Response::new(CreateToDoRsp { id }))
     }
 

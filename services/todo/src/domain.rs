@@ -23,6 +23,27 @@ impl UserId {
     }
 }
 
+/// A client's idempotency key for CreateToDo (AIP-155): a UUID, kept in
+/// its canonical lower-case hyphenated form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// `None` for an empty field: the create is not idempotent.
+    pub fn parse(value: &str) -> Result<Option<Self>, TodoError> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        uuid::Uuid::parse_str(value)
+            .map(|id| Some(Self(id.hyphenated().to_string())))
+            .map_err(|_| TodoError::invalid("request_id", "must be a UUID"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TodoId(pub i32);
 
@@ -46,6 +67,24 @@ pub struct Content {
 }
 
 impl Content {
+    /// SHA-256 over the fields, each length-prefixed so that no two
+    /// different contents share an encoding.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for field in [self.title.as_bytes(), self.text.as_bytes()] {
+            digest.update(&(field.len() as u64).to_be_bytes());
+            digest.update(field);
+        }
+        digest.update(&[match self.done {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        }]);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.finish().as_ref());
+        out
+    }
+
     pub fn new(title: String, text: String, done: Option<bool>) -> Result<Self, TodoError> {
         if !(1..=200).contains(&title.chars().count()) {
             return Err(TodoError::invalid("title", "must be 1 to 200 characters"));

@@ -12,6 +12,9 @@ pub enum TodoError {
     },
     #[error("no such todo entry")]
     NotFound,
+    /// A request_id reused with other content (AIP-155).
+    #[error("request_id was already used for a different entry")]
+    RequestIdReused,
     #[error("missing caller identity")]
     Unauthenticated,
     #[error("service temporarily unavailable")]
@@ -28,10 +31,10 @@ impl TodoError {
 
 impl From<StoreError> for TodoError {
     fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Unavailable(detail) => TodoError::Unavailable(detail),
-            StoreError::Conflict(detail) | StoreError::Internal(detail) => {
-                TodoError::Internal(detail)
+        match &error {
+            StoreError::Unavailable(_) => TodoError::Unavailable(error.detail()),
+            StoreError::Conflict { .. } | StoreError::Internal(_) => {
+                TodoError::Internal(error.detail())
             }
         }
     }
@@ -42,6 +45,7 @@ impl From<TodoError> for Status {
         match error {
             TodoError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
             TodoError::NotFound => Status::not_found(error.to_string()),
+            TodoError::RequestIdReused => Status::already_exists(error.to_string()),
             TodoError::Unauthenticated => Status::unauthenticated(error.to_string()),
             // Logged there, once; clients get the generic text only.
             TodoError::Unavailable(detail) => todoapp_runtime::grpc::unavailable(&detail),

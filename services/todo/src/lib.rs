@@ -51,6 +51,7 @@ impl Service for TodoService {
     async fn serve(config: TodoConfig) -> Result<(), BoxError> {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let (pool, store) = open_store(&config).await?;
+        let expiry = store.spawn_request_expiry(std::time::Duration::from_secs(3600));
 
         let todo = ToDoServer::new(TodoApi::new(store, config.list_max_bytes))
             .max_decoding_message_size(config.server.max_message_bytes);
@@ -69,6 +70,7 @@ impl Service for TodoService {
             probe: Some(pool.probe()),
         };
         let served = serve(options, routes).await;
+        expiry.abort();
         pool.close().await;
         served
     }

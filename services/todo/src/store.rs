@@ -7,7 +7,21 @@ use futures_util::TryStreamExt;
 
 use todoapp_db::{now_micros, on_pool, Kind, Pool, StoreError};
 
-use crate::domain::{Content, Page, TodoId, UserId};
+use crate::domain::{Content, Page, RequestId, TodoId, UserId};
+
+/// How long a request_id is remembered (AIP-155 suggests at least a day).
+pub const REQUEST_ID_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+/// What an idempotent create did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOnce {
+    /// Stored a new entry with this id.
+    Created(i32),
+    /// The request_id was used before with the same content: that call's id.
+    Repeated(i32),
+    /// The request_id was used before with other content; nothing stored.
+    Mismatch,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TodoRecord {
@@ -42,6 +56,13 @@ pub trait TodoStore: Send + Sync + 'static {
         user: &UserId,
         content: &Content,
     ) -> impl Future<Output = Result<i32, StoreError>> + Send;
+    /// Creates once per (user, request_id) within the retention period.
+    fn create_once(
+        &self,
+        user: &UserId,
+        content: &Content,
+        request: &RequestId,
+    ) -> impl Future<Output = Result<CreateOnce, StoreError>> + Send;
     fn get(
         &self,
         user: &UserId,
@@ -93,6 +114,36 @@ impl SqlTodoStore {
     pub fn kind(&self) -> Kind {
         self.pool.kind()
     }
+
+    /// Forgets request ids recorded before `cutoff` (Unix microseconds);
+    /// returns how many.
+    pub async fn forget_requests_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let _writer = self.pool.write_lock().await;
+        const SQL: &str = "DELETE FROM create_requests WHERE created_at < ?";
+        let deleted = on_pool!(&self.pool, |p| sqlx::query(SQL)
+            .bind(cutoff)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(deleted)
+    }
+
+    /// Forgets expired request ids now and every `every` from now on.
+    pub fn spawn_request_expiry(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let cutoff = now_micros() - REQUEST_ID_RETENTION_MICROS;
+                match store.forget_requests_before(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(forgotten = n, "expired request ids removed"),
+                    Err(e) => tracing::warn!(error = %e.detail(), "request id expiry failed"),
+                }
+            }
+        })
+    }
 }
 
 const COLUMNS: &str = "id, title, text, done, created_at, updated_at";
@@ -112,6 +163,85 @@ impl TodoStore for SqlTodoStore {
             .fetch_one(p)
             .await)?;
         Ok(id)
+    }
+
+    async fn create_once(
+        &self,
+        user: &UserId,
+        content: &Content,
+        request: &RequestId,
+    ) -> Result<CreateOnce, StoreError> {
+        const EARLIER: &str = "SELECT todo_id, fingerprint, created_at FROM create_requests WHERE user_id = ? AND request_id = ?";
+        const INSERT_TODO: &str = "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
+        const REMEMBER: &str = "INSERT INTO create_requests (todo_id, fingerprint, created_at, user_id, request_id) VALUES (?, ?, ?, ?, ?)";
+        const REPLACE_EXPIRED: &str = "UPDATE create_requests SET todo_id = ?, fingerprint = ?, created_at = ? WHERE user_id = ? AND request_id = ?";
+        let fingerprint = content.fingerprint();
+        let _writer = self.pool.write_lock().await;
+        let now = now_micros();
+        let judge = |(id, earlier, _): (i32, Vec<u8>, i64)| {
+            if earlier == fingerprint {
+                CreateOnce::Repeated(id)
+            } else {
+                CreateOnce::Mismatch
+            }
+        };
+        let fresh = |earlier: &(i32, Vec<u8>, i64)| earlier.2 >= now - REQUEST_ID_RETENTION_MICROS;
+        // One transaction: the entry and its request id are stored together
+        // or not at all. The lookup is a plain (non-locking) read, so
+        // creates with other keys never wait on each other; two concurrent
+        // first calls with one key both insert an entry, the second one's
+        // key violates the primary key, its transaction rolls back and it
+        // answers with the first one's id.
+        let attempt = on_pool!(&self.pool, |p| async {
+            let mut tx = p.begin().await?;
+            let earlier: Option<(i32, Vec<u8>, i64)> = sqlx::query_as(EARLIER)
+                .bind(user.as_str())
+                .bind(request.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(earlier) = earlier.as_ref().filter(|e| fresh(e)) {
+                return Ok::<_, StoreError>(judge(earlier.clone()));
+            }
+            let id: i32 = sqlx::query_scalar(INSERT_TODO)
+                .bind(user.as_str())
+                .bind(&content.title)
+                .bind(&content.text)
+                .bind(content.done.unwrap_or(false))
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+            // An expired key not yet cleaned up is reused in place.
+            let remember = if earlier.is_some() {
+                REPLACE_EXPIRED
+            } else {
+                REMEMBER
+            };
+            sqlx::query(remember)
+                .bind(id)
+                .bind(&fingerprint[..])
+                .bind(now)
+                .bind(user.as_str())
+                .bind(request.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(CreateOnce::Created(id))
+        }
+        .await);
+        match attempt {
+            Err(StoreError::Conflict { .. }) => {
+                let earlier: Option<(i32, Vec<u8>, i64)> =
+                    on_pool!(&self.pool, |p| sqlx::query_as(EARLIER)
+                        .bind(user.as_str())
+                        .bind(request.as_str())
+                        .fetch_optional(p)
+                        .await)?;
+                earlier
+                    .map(judge)
+                    .ok_or_else(|| StoreError::internal("request id conflict without a row"))
+            }
+            other => other,
+        }
     }
 
     async fn get(&self, user: &UserId, id: TodoId) -> Result<Option<TodoRecord>, StoreError> {

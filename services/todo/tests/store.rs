@@ -2,8 +2,8 @@
 
 use todoapp_db::{connect, DatabaseSettings, Kind};
 use todoapp_runtime::Secret;
-use todoapp_todo::domain::{Content, Page, TodoId, UserId};
-use todoapp_todo::store::{SqlTodoStore, TodoStore};
+use todoapp_todo::domain::{Content, Page, RequestId, TodoId, UserId};
+use todoapp_todo::store::{CreateOnce, SqlTodoStore, TodoStore};
 
 fn settings(url: String) -> DatabaseSettings {
     DatabaseSettings {
@@ -162,4 +162,116 @@ async fn mariadb_store() {
     let store = SqlTodoStore::new(connect(&settings(url)).await.expect("connect"));
     assert_eq!(store.kind(), Kind::MySql);
     exercise(store).await;
+}
+
+/// Idempotent creates (AIP-155), the same on both engines.
+async fn idempotent_creates(store: SqlTodoStore) {
+    store.migrate().await.expect("migrate");
+    let ann = UserId::parse("33333333-3333-4333-8333-333333333333").expect("uuid");
+    let bob = UserId::parse("44444444-4444-4444-8444-444444444444").expect("uuid");
+    let key = RequestId::parse("5D3C6A51-0C0B-4F55-9F3E-8E1C2B7A6D10")
+        .expect("uuid")
+        .expect("present");
+    let milk = content("milk", "2 l", None);
+    let count = |user: UserId| {
+        let store = store.clone();
+        async move {
+            store
+                .list(
+                    &user,
+                    Page {
+                        after: 0,
+                        limit: 100,
+                    },
+                )
+                .await
+                .expect("list")
+                .len()
+        }
+    };
+
+    let CreateOnce::Created(first) = store.create_once(&ann, &milk, &key).await.expect("create")
+    else {
+        panic!("the first call creates");
+    };
+    assert_eq!(
+        store.create_once(&ann, &milk, &key).await.expect("repeat"),
+        CreateOnce::Repeated(first)
+    );
+    assert_eq!(count(ann.clone()).await, 1, "a repeat stores nothing");
+    // Same key, other content: refused, nothing stored.
+    assert_eq!(
+        store
+            .create_once(&ann, &content("milk", "3 l", None), &key)
+            .await
+            .expect("mismatch"),
+        CreateOnce::Mismatch
+    );
+    assert_eq!(
+        store
+            .create_once(&ann, &content("milk", "2 l", Some(false)), &key)
+            .await
+            .expect("mismatch"),
+        CreateOnce::Mismatch,
+        "an explicit done is other content"
+    );
+    assert_eq!(count(ann.clone()).await, 1);
+    // Another user's identical key is another request.
+    let CreateOnce::Created(bobs) = store.create_once(&bob, &milk, &key).await.expect("bob") else {
+        panic!("bob's key is his own");
+    };
+    assert_ne!(bobs, first);
+
+    // Concurrent first calls with one key: one entry, one id for all.
+    let race = RequestId::parse("a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d")
+        .expect("uuid")
+        .expect("present");
+    let bread = content("bread", "", None);
+    let calls = (0..8).map(|_| {
+        let (store, bob, race, bread) = (store.clone(), bob.clone(), race.clone(), bread.clone());
+        tokio::spawn(async move { store.create_once(&bob, &bread, &race).await })
+    });
+    let mut ids = Vec::new();
+    for call in calls {
+        match call.await.expect("task").expect("create_once") {
+            CreateOnce::Created(id) | CreateOnce::Repeated(id) => ids.push(id),
+            CreateOnce::Mismatch => panic!("same content"),
+        }
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "racing repeats got different ids: {ids:?}");
+    assert_eq!(count(bob.clone()).await, 2);
+
+    // Expiry: keys older than the cutoff are forgotten, newer ones kept.
+    assert_eq!(store.forget_requests_before(0).await.expect("expire"), 0);
+    let forgotten = store
+        .forget_requests_before(todoapp_db::now_micros() + 1)
+        .await
+        .expect("expire");
+    assert_eq!(forgotten, 3);
+    assert!(matches!(
+        store.create_once(&ann, &milk, &key).await.expect("after expiry"),
+        CreateOnce::Created(id) if id != first
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_idempotent_creates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("todo.db").display());
+    idempotent_creates(SqlTodoStore::new(
+        connect(&settings(url)).await.expect("connect"),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn mariadb_idempotent_creates() {
+    let url = todoapp_devkit::mariadb::test_database("todo_idem")
+        .await
+        .expect("MariaDB for tests");
+    idempotent_creates(SqlTodoStore::new(
+        connect(&settings(url)).await.expect("connect"),
+    ))
+    .await;
 }

@@ -14,6 +14,105 @@ pub struct UserConfig {
     pub database: DatabaseSettings,
     pub jwt: JwtSettings,
     pub argon2: Argon2Settings,
+    pub throttle: ThrottleSettings,
+}
+
+/// Login and registration limits (see `throttle.rs`). Each user-service
+/// instance keeps its own counters, in memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleSettings {
+    /// Failed logins for one username from one address before lockouts start.
+    pub login_failures: u32,
+    /// A username/address pair's failures are forgotten after this long without one.
+    pub login_window_secs: u64,
+    /// The first lockout; it doubles with each further failure.
+    pub login_backoff_initial_ms: u64,
+    /// The longest lockout.
+    pub login_backoff_max_secs: u64,
+    /// Failed logins from one address, across usernames, per window.
+    pub address_failures: u32,
+    pub address_window_secs: u64,
+    /// Registration attempts from one address per window.
+    pub registrations: u32,
+    pub registration_window_secs: u64,
+    /// Entries per counter table; the least recently used are forgotten.
+    pub max_tracked: usize,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self {
+            login_failures: 5,
+            login_window_secs: 15 * 60,
+            login_backoff_initial_ms: 1000,
+            login_backoff_max_secs: 15 * 60,
+            address_failures: 30,
+            address_window_secs: 10 * 60,
+            registrations: 10,
+            registration_window_secs: 3600,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+impl ThrottleSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("throttle.login_failures", u64::from(self.login_failures)),
+            ("throttle.login_window_secs", self.login_window_secs),
+            (
+                "throttle.login_backoff_initial_ms",
+                self.login_backoff_initial_ms,
+            ),
+            (
+                "throttle.login_backoff_max_secs",
+                self.login_backoff_max_secs,
+            ),
+            (
+                "throttle.address_failures",
+                u64::from(self.address_failures),
+            ),
+            ("throttle.address_window_secs", self.address_window_secs),
+            ("throttle.registrations", u64::from(self.registrations)),
+            (
+                "throttle.registration_window_secs",
+                self.registration_window_secs,
+            ),
+            ("throttle.max_tracked", self.max_tracked as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        // A day bounds every window and lockout: longer ones only lock out
+        // users, and keep Instant arithmetic far from overflow.
+        const DAY: u64 = 24 * 3600;
+        for (key, secs) in [
+            ("throttle.login_window_secs", self.login_window_secs),
+            (
+                "throttle.login_backoff_max_secs",
+                self.login_backoff_max_secs,
+            ),
+            ("throttle.address_window_secs", self.address_window_secs),
+            (
+                "throttle.registration_window_secs",
+                self.registration_window_secs,
+            ),
+        ] {
+            if secs > DAY {
+                return Err(ConfigError::invalid(key, "must be at most 86400"));
+            }
+        }
+        if self.login_backoff_initial_ms > self.login_backoff_max_secs * 1000 {
+            return Err(ConfigError::invalid(
+                "throttle.login_backoff_initial_ms",
+                "must not exceed throttle.login_backoff_max_secs",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +162,7 @@ impl Default for UserConfig {
                 parallelism: 1,
                 max_concurrent_hashes: 0,
             },
+            throttle: ThrottleSettings::default(),
         }
     }
 }
@@ -85,6 +185,7 @@ impl UserConfig {
             return Err(ConfigError::invalid("jwt.audience", "must not be empty"));
         }
         crate::password::params(&self.argon2)?;
+        self.throttle.validate()?;
         if files == FileChecks::Read {
             todoapp_runtime::tls::server_config(&self.tls)?;
             crate::token::TokenIssuer::load(jwt)?;

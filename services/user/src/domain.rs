@@ -1,9 +1,17 @@
 //! Validated request values: the proto's strings become these at the edge.
 
 use todoapp_runtime::Secret;
+use unicode_normalization::{is_nfc, UnicodeNormalization};
 
 use crate::error::UserError;
 
+/// A username as stored and compared: byte for byte, on every engine.
+///
+/// Two names that look the same must not be two accounts, so the name is
+/// NFC-normalised (a decomposed "é" from one keyboard logs into the account
+/// registered with the composed one from another). What cannot be seen
+/// cannot be typed back reliably, so leading or trailing whitespace, control
+/// characters and invisible formatting characters are refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
@@ -11,6 +19,11 @@ impl TryFrom<String> for Username {
     type Error = UserError;
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
+        let value: String = if is_nfc(&value) {
+            value
+        } else {
+            value.nfc().collect()
+        };
         let chars = value.chars().count();
         if !(1..=100).contains(&chars) {
             return Err(UserError::invalid(
@@ -18,14 +31,26 @@ impl TryFrom<String> for Username {
                 "must be 1 to 100 characters",
             ));
         }
-        if value.chars().any(char::is_control) {
+        if value.trim() != value {
             return Err(UserError::invalid(
                 "username",
-                "must not contain control characters",
+                "must not begin or end with whitespace",
+            ));
+        }
+        if value.chars().any(|c| c.is_control() || is_invisible(c)) {
+            return Err(UserError::invalid(
+                "username",
+                "must not contain control or invisible characters",
             ));
         }
         Ok(Self(value))
     }
+}
+
+/// Format characters that render as nothing: zero-width spaces and joiners,
+/// direction marks and overrides, word joiners, the byte-order mark.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
 impl Username {
@@ -109,6 +134,42 @@ mod tests {
             "username"
         );
         assert!(Username::try_from("a\nb".to_string()).is_err());
+    }
+
+    #[test]
+    fn usernames_are_exact_visible_and_nfc() {
+        for bad in [
+            " ann",
+            "ann ",
+            "ann\t",
+            "\u{00A0}ann",
+            "an\u{200B}n",
+            "ann\u{FEFF}",
+            "a\u{202E}nn",
+        ] {
+            assert_eq!(
+                field_of(Username::try_from(bad.to_string()).unwrap_err()),
+                "username",
+                "{bad:?}"
+            );
+        }
+        // Inner spaces are fine and kept.
+        assert_eq!(
+            Username::try_from("ann lee".to_string())
+                .expect("ok")
+                .as_str(),
+            "ann lee"
+        );
+        // Decomposed e + combining acute becomes the composed é.
+        let decomposed = Username::try_from("Jose\u{0301}".to_string()).expect("ok");
+        let composed = Username::try_from("Jos\u{00E9}".to_string()).expect("ok");
+        assert_eq!(decomposed, composed);
+        assert_eq!(composed.as_str(), "Jos\u{00E9}");
+        // Case is kept: usernames are case-sensitive, emails are not.
+        assert_ne!(
+            Username::try_from("Ann".to_string()).expect("ok"),
+            Username::try_from("ann".to_string()).expect("ok")
+        );
     }
 
     #[test]

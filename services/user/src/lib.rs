@@ -9,6 +9,7 @@ mod domain;
 mod error;
 mod password;
 pub mod store;
+pub mod throttle;
 mod token;
 
 use todoapp_api::user_server::UserServer;
@@ -59,8 +60,13 @@ impl Service for UserService {
         let (pool, store) = open_store(&config).await?;
 
         let limit = config.server.max_message_bytes;
-        let user =
-            UserServer::new(UserApi::new(store, hasher, issuer)).max_decoding_message_size(limit);
+        let user = UserServer::new(UserApi::new(
+            store,
+            hasher,
+            issuer,
+            throttle::Throttle::new(config.throttle.clone()),
+        ))
+        .max_decoding_message_size(limit);
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<UserServer<UserApi<SqlUserStore>>>()

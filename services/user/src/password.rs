@@ -56,6 +56,8 @@ pub struct Hasher {
 #[derive(Debug, Default)]
 pub struct HashStats {
     pub verifications: AtomicUsize,
+    /// New hashes computed (registrations).
+    pub hashes: AtomicUsize,
     in_flight: AtomicUsize,
     pub peak_in_flight: AtomicUsize,
 }
@@ -226,6 +228,7 @@ impl Hasher {
 
     /// A PHC string (`$argon2id$v=19$m=...`) for `password`.
     pub async fn hash(&self, password: String) -> Result<String, UserError> {
+        self.stats.hashes.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         self.submit(
             Job::Hash {

@@ -19,7 +19,25 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
+/// The unique fields of a user, as the error that names one reports it.
+pub fn unique_field(constraint: &str) -> Option<&'static str> {
+    // MariaDB names the index; SQLite names the indexed column.
+    match constraint {
+        "users_username" | "users.username" => Some("username"),
+        "users_email" | "users.email" => Some("email"),
+        _ => None,
+    }
+}
+
 pub trait UserStore: Send + Sync + 'static {
+    /// Which of `username` (exact) and `email` (stored lower-cased) is
+    /// already registered, username first. A cheap check before hashing; the
+    /// unique indexes still decide between concurrent registrations.
+    fn taken(
+        &self,
+        username: &str,
+        email: &str,
+    ) -> impl Future<Output = Result<Option<&'static str>, StoreError>> + Send;
     /// Fails with [`StoreError::Conflict`] when the username or email is taken.
     fn insert(&self, user: &NewUser) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn credentials(
@@ -53,6 +71,24 @@ impl SqlUserStore {
 }
 
 impl UserStore for SqlUserStore {
+    async fn taken(&self, username: &str, email: &str) -> Result<Option<&'static str>, StoreError> {
+        for (field, sql) in [
+            ("username", "SELECT 1 FROM users WHERE username = ?"),
+            ("email", "SELECT 1 FROM users WHERE email = ?"),
+        ] {
+            let value = if field == "username" { username } else { email };
+            let found = on_pool!(&self.pool, |p| sqlx::query(sql)
+                .bind(value)
+                .fetch_optional(p)
+                .await
+                .map(|row| row.is_some()))?;
+            if found {
+                return Ok(Some(field));
+            }
+        }
+        Ok(None)
+    }
+
     async fn insert(&self, user: &NewUser) -> Result<(), StoreError> {
         let _writer = self.pool.write_lock().await;
         const SQL: &str = "INSERT INTO users (id, username, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)";

@@ -2,7 +2,7 @@
 
 use todoapp_db::{connect, DatabaseSettings, Kind, StoreError};
 use todoapp_runtime::Secret;
-use todoapp_user::store::{NewUser, SqlUserStore, UserStore};
+use todoapp_user::store::{unique_field, NewUser, SqlUserStore, UserStore};
 
 fn settings(url: String) -> DatabaseSettings {
     DatabaseSettings {
@@ -18,6 +18,82 @@ fn user(n: u32, username: &str, email: &str) -> NewUser {
         email: email.into(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
     }
+}
+
+/// The field a refused insert names, classified by constraint name only.
+async fn conflict(store: &SqlUserStore, new: NewUser) -> &'static str {
+    match store.insert(&new).await {
+        Err(StoreError::Conflict { constraint, source }) => {
+            assert!(!source.to_string().is_empty(), "the driver error is kept");
+            unique_field(&constraint)
+                .unwrap_or_else(|| panic!("unknown constraint {constraint:?} ({source})"))
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// Same input, same account, on both engines: no trailing-space folding.
+async fn exact_usernames(store: &SqlUserStore) {
+    store
+        .insert(&user(10, "name", "name@example.org"))
+        .await
+        .expect("insert");
+    assert!(store.credentials("name ").await.expect("lookup").is_none());
+    assert_eq!(
+        store.taken("name ", "x@example.org").await.expect("taken"),
+        None
+    );
+    store
+        .insert(&user(11, "name ", "name2@example.org"))
+        .await
+        .expect("'name ' is another name");
+    let with_space = store
+        .credentials("name ")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(with_space.id, "00000000-0000-4000-8000-000000000011");
+    let plain = store
+        .credentials("name")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(plain.id, "00000000-0000-4000-8000-000000000010");
+    // Composed and decomposed forms are different bytes: the service stores NFC.
+    store
+        .insert(&user(12, "Jos\u{e9}", "jose@example.org"))
+        .await
+        .expect("insert");
+    assert!(store
+        .credentials("Jose\u{301}")
+        .await
+        .expect("lookup")
+        .is_none());
+
+    // A username containing "email" that is taken is a username conflict.
+    store
+        .insert(&user(13, "my-email", "me@example.org"))
+        .await
+        .expect("insert");
+    assert_eq!(
+        conflict(store, user(14, "my-email", "me2@example.org")).await,
+        "username"
+    );
+    assert_eq!(
+        store
+            .taken("my-email", "zz@example.org")
+            .await
+            .expect("taken"),
+        Some("username")
+    );
+    assert_eq!(
+        store.taken("zz", "me@example.org").await.expect("taken"),
+        Some("email")
+    );
+    assert_eq!(
+        store.taken("zz", "zz@example.org").await.expect("taken"),
+        None
+    );
 }
 
 async fn exercise(store: SqlUserStore) {
@@ -46,18 +122,19 @@ async fn exercise(store: SqlUserStore) {
         .expect("insert emoji");
     assert!(store.credentials(&name).await.expect("lookup").is_some());
 
-    match store.insert(&user(3, "ann", "other@example.org")).await {
-        Err(StoreError::Conflict(msg)) => assert!(msg.contains("username"), "{msg}"),
-        other => panic!("expected a username conflict, got {other:?}"),
-    }
-    match store.insert(&user(4, "bob", "ann@example.org")).await {
-        Err(StoreError::Conflict(msg)) => assert!(msg.contains("email"), "{msg}"),
-        other => panic!("expected an email conflict, got {other:?}"),
-    }
+    assert_eq!(
+        conflict(&store, user(3, "ann", "other@example.org")).await,
+        "username"
+    );
+    assert_eq!(
+        conflict(&store, user(4, "bob", "ann@example.org")).await,
+        "email"
+    );
     assert!(
         store.credentials("bob").await.expect("lookup").is_none(),
         "failed insert left a row"
     );
+    exact_usernames(&store).await;
 }
 
 #[tokio::test]
