@@ -5,6 +5,8 @@ use todoapp_runtime::config::{ServerSettings, TlsFiles};
 use todoapp_runtime::service::FileChecks;
 use todoapp_runtime::ConfigError;
 
+pub use crate::fair_share::FairShareSettings;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayConfig {
     #[serde(flatten)]
@@ -12,6 +14,7 @@ pub struct GatewayConfig {
     pub tls: TlsFiles,
     pub upstream: UpstreamSettings,
     pub jwt: JwtVerifySettings,
+    pub fair_share: FairShareSettings,
 }
 
 /// How the gateway reaches the backends: mutual TLS with its own client
@@ -72,6 +75,7 @@ impl Default for GatewayConfig {
                 max_lifetime_secs: 24 * 3600,
                 leeway_secs: 60,
             },
+            fair_share: FairShareSettings::default(),
         }
     }
 }
@@ -130,6 +134,7 @@ impl GatewayConfig {
                 "issuer and audience must not be empty",
             ));
         }
+        self.fair_share.validate()?;
         if files == FileChecks::Read {
             todoapp_runtime::tls::server_config(&self.tls)?;
             crate::token::TokenVerifier::load(jwt)?;

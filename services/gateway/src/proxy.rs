@@ -11,6 +11,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
+use crate::fair_share::{Budget, FairShare, InFlight, Refusal};
 use crate::token::{TokenError, TokenVerifier};
 
 /// Largest backend response the gateway relays (a full ListToDo page of
@@ -22,6 +23,8 @@ const MAX_UPSTREAM_RESPONSE: usize = 64 * 1024 * 1024;
 enum GatewayError {
     Unauthenticated(TokenError),
     Upstream(Status),
+    /// Refused by the user's fair share; never reached a backend.
+    Throttled(Refusal),
 }
 
 impl From<GatewayError> for Status {
@@ -32,9 +35,37 @@ impl From<GatewayError> for Status {
                 Status::unauthenticated("invalid or missing token")
             }
             GatewayError::Upstream(status) => sanitise_upstream(status),
+            GatewayError::Throttled(refusal) => throttled(refusal),
         }
     }
 }
+
+/// RESOURCE_EXHAUSTED, with `google.rpc.RetryInfo` saying when trying
+/// again can succeed.
+fn throttled(refusal: Refusal) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    tracing::debug!(?refusal, "call refused");
+    let (message, retry_after) = match refusal {
+        Refusal::RateLimited {
+            budget: Budget::Read,
+            retry_after,
+        } => ("rate limit exceeded for reads", retry_after),
+        Refusal::RateLimited {
+            budget: Budget::Write,
+            retry_after,
+        } => ("rate limit exceeded for writes", retry_after),
+        Refusal::TooManyInFlight { .. } => ("too many calls in flight", IN_FLIGHT_RETRY),
+        Refusal::TooManyUsers { retry_after } => ("too many active users", retry_after),
+    };
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
+/// When to retry a call refused for the in-flight cap: about one call's time.
+const IN_FLIGHT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Backends already send client-safe messages for the codes they use on
 /// purpose; anything else (transport failures, timeouts, panics) is logged
@@ -108,18 +139,26 @@ impl User for UserProxy {
 pub struct TodoProxy {
     client: ToDoClient<Channel>,
     verifier: Arc<TokenVerifier>,
+    fair_share: Arc<FairShare>,
 }
 
 impl TodoProxy {
-    pub fn new(channel: Channel, verifier: Arc<TokenVerifier>) -> Self {
+    pub fn new(channel: Channel, verifier: Arc<TokenVerifier>, fair_share: Arc<FairShare>) -> Self {
         Self {
             client: ToDoClient::new(channel).max_decoding_message_size(MAX_UPSTREAM_RESPONSE),
             verifier,
+            fair_share,
         }
     }
 
-    /// Verifies this call's own token and prepares the backend request.
-    fn authorise<T>(&self, request: Request<T>) -> Result<Request<T>, Status> {
+    /// Verifies this call's own token, admits it within the user's fair
+    /// share and prepares the backend request. The call counts as in flight
+    /// until the returned guard is dropped.
+    fn authorise<T>(
+        &self,
+        request: Request<T>,
+        budget: Budget,
+    ) -> Result<(Request<T>, InFlight), Status> {
         let authorization = request
             .metadata()
             .get("authorization")
@@ -128,7 +167,14 @@ impl TodoProxy {
             .verifier
             .verify(authorization)
             .map_err(GatewayError::Unauthenticated)?;
-        upstream_request(request.into_inner(), Some(&user_id))
+        let in_flight = self
+            .fair_share
+            .admit(&user_id, budget)
+            .map_err(GatewayError::Throttled)?;
+        Ok((
+            upstream_request(request.into_inner(), Some(&user_id))?,
+            in_flight,
+        ))
     }
 }
 
@@ -144,7 +190,7 @@ impl ToDo for TodoProxy {
         &self,
         request: Request<CreateToDoReq>,
     ) -> Result<Response<CreateToDoRsp>, Status> {
-        let upstream = self.authorise(request)?;
+        let (upstream, _in_flight) = self.authorise(request, Budget::Write)?;
         relay(self.client.clone().create_to_do(upstream).await)
     }
 
@@ -152,7 +198,7 @@ impl ToDo for TodoProxy {
         &self,
         request: Request<GetToDoReq>,
     ) -> Result<Response<GetToDoRsp>, Status> {
-        let upstream = self.authorise(request)?;
+        let (upstream, _in_flight) = self.authorise(request, Budget::Read)?;
         relay(self.client.clone().get_to_do(upstream).await)
     }
 
@@ -160,7 +206,7 @@ impl ToDo for TodoProxy {
         &self,
         request: Request<DeleteToDoReq>,
     ) -> Result<Response<DeleteToDoRsp>, Status> {
-        let upstream = self.authorise(request)?;
+        let (upstream, _in_flight) = self.authorise(request, Budget::Write)?;
         relay(self.client.clone().delete_to_do(upstream).await)
     }
 
@@ -168,7 +214,7 @@ impl ToDo for TodoProxy {
         &self,
         request: Request<UpdateToDoReq>,
     ) -> Result<Response<UpdateToDoRsp>, Status> {
-        let upstream = self.authorise(request)?;
+        let (upstream, _in_flight) = self.authorise(request, Budget::Write)?;
         relay(self.client.clone().update_to_do(upstream).await)
     }
 
@@ -176,7 +222,7 @@ impl ToDo for TodoProxy {
         &self,
         request: Request<ListToDoReq>,
     ) -> Result<Response<ListToDoRsp>, Status> {
-        let upstream = self.authorise(request)?;
+        let (upstream, _in_flight) = self.authorise(request, Budget::Read)?;
         relay(self.client.clone().list_to_do(upstream).await)
     }
 }
