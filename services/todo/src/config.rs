@@ -4,12 +4,15 @@ use todoapp_runtime::config::{ServerSettings, TlsFiles};
 use todoapp_runtime::service::FileChecks;
 use todoapp_runtime::ConfigError;
 
+pub use crate::quota::QuotaSettings;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TodoConfig {
     #[serde(flatten)]
     pub server: ServerSettings,
     pub tls: TlsFiles,
     pub database: DatabaseSettings,
+    pub quota: QuotaSettings,
 }
 
 impl Default for TodoConfig {
@@ -22,6 +25,7 @@ impl Default for TodoConfig {
                 client_ca: Some("internal-ca.crt".into()),
             },
             database: DatabaseSettings::sqlite("todo.db"),
+            quota: QuotaSettings::default(),
         }
     }
 }
@@ -30,6 +34,7 @@ impl TodoConfig {
     pub fn validate(&self, files: FileChecks) -> Result<(), ConfigError> {
         self.tls.require_client_ca()?;
         self.database.validate(files)?;
+        self.quota.validate()?;
         if files == FileChecks::Read {
             todoapp_runtime::tls::server_config(&self.tls)?;
         }

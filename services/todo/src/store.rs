@@ -6,6 +6,7 @@ use std::future::Future;
 use todoapp_db::{now_micros, on_pool, Kind, Pool, StoreError};
 
 use crate::domain::{Content, Page, TodoId, UserId};
+use crate::quota::{stored_bytes, QuotaSettings, Usage, UsageSql, WriteError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TodoRecord {
@@ -35,23 +36,25 @@ impl From<Row> for TodoRecord {
 
 /// Every operation is scoped to one user: another user's entries do not exist.
 pub trait TodoStore: Send + Sync + 'static {
+    /// Refused with [`WriteError::Quota`] when the user's quota is full.
     fn create(
         &self,
         user: &UserId,
         content: &Content,
-    ) -> impl Future<Output = Result<i32, StoreError>> + Send;
+    ) -> impl Future<Output = Result<i32, WriteError>> + Send;
     fn get(
         &self,
         user: &UserId,
         id: TodoId,
     ) -> impl Future<Output = Result<Option<TodoRecord>, StoreError>> + Send;
-    /// Whether the entry existed (and so was updated).
+    /// Whether the entry existed (and so was updated). Refused with
+    /// [`WriteError::Quota`] when it would grow past the byte quota.
     fn update(
         &self,
         user: &UserId,
         id: TodoId,
         content: &Content,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, WriteError>> + Send;
     /// Whether the entry existed (and so was deleted).
     fn delete(
         &self,
@@ -69,14 +72,26 @@ pub trait TodoStore: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct SqlTodoStore {
     pool: Pool,
+    quota: QuotaSettings,
+    usage_sql: UsageSql,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 impl SqlTodoStore {
+    /// A store with the default quotas.
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        let usage_sql = UsageSql::for_kind(pool.kind());
+        Self {
+            pool,
+            quota: QuotaSettings::default(),
+            usage_sql,
+        }
+    }
+
+    pub fn with_quota(self, quota: QuotaSettings) -> Self {
+        Self { quota, ..self }
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -92,20 +107,61 @@ impl SqlTodoStore {
 
 const COLUMNS: &str = "id, title, text, done, created_at, updated_at";
 
+/// Begins a transaction holding the user's usage row locked, creating the
+/// row first (on its own) when the user has none yet. A macro so the same
+/// code runs on either engine's pool.
+macro_rules! begin_with_usage {
+    ($pool:expr, $sql:expr, $user:expr) => {
+        async {
+            for _ in 0..2 {
+                let mut tx = $pool.begin().await?;
+                let usage: Option<(i64, i64)> = sqlx::query_as($sql.lock)
+                    .bind($user)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match usage {
+                    Some((entries, bytes)) => return Ok((tx, Usage { entries, bytes })),
+                    None => {
+                        tx.rollback().await?;
+                        sqlx::query($sql.ensure).bind($user).execute($pool).await?;
+                    }
+                }
+            }
+            Err(sqlx::Error::Protocol(
+                "todo_usage row missing right after creating it".into(),
+            ))
+        }
+    };
+}
+
 impl TodoStore for SqlTodoStore {
-    async fn create(&self, user: &UserId, content: &Content) -> Result<i32, StoreError> {
+    async fn create(&self, user: &UserId, content: &Content) -> Result<i32, WriteError> {
         let _writer = self.pool.write_lock().await;
         // RETURNING works on SQLite ≥ 3.35 and MariaDB ≥ 10.5.
         const SQL: &str = "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
         let created = now_micros();
-        let id: i32 = on_pool!(&self.pool, |p| sqlx::query_scalar(SQL)
-            .bind(user.as_str())
-            .bind(&content.title)
-            .bind(&content.text)
-            .bind(content.done.unwrap_or(false))
-            .bind(created)
-            .fetch_one(p)
-            .await)?;
+        let bytes = stored_bytes(content);
+        let (sql, quota) = (self.usage_sql, self.quota);
+        let id: i32 = on_pool!(&self.pool, |p| {
+            let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+            quota.admits_create(usage, bytes)?;
+            let id: i32 = sqlx::query_scalar(SQL)
+                .bind(user.as_str())
+                .bind(&content.title)
+                .bind(&content.text)
+                .bind(content.done.unwrap_or(false))
+                .bind(created)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(sql.add)
+                .bind(1_i64)
+                .bind(bytes)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            id
+        });
         Ok(id)
     }
 
@@ -124,33 +180,71 @@ impl TodoStore for SqlTodoStore {
         user: &UserId,
         id: TodoId,
         content: &Content,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, WriteError> {
         let _writer = self.pool.write_lock().await;
         const SQL: &str = "UPDATE todos SET title = ?, text = ?, done = COALESCE(?, done), updated_at = ? WHERE id = ? AND user_id = ?";
         let updated = now_micros();
-        let affected = on_pool!(&self.pool, |p| sqlx::query(SQL)
-            .bind(&content.title)
-            .bind(&content.text)
-            .bind(content.done)
-            .bind(updated)
-            .bind(id.0)
-            .bind(user.as_str())
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(affected > 0)
+        let bytes = stored_bytes(content);
+        let (sql, quota) = (self.usage_sql, self.quota);
+        on_pool!(&self.pool, |p| {
+            let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+            let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
+                .bind(id.0)
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(old) = old else {
+                return Ok(false);
+            };
+            quota.admits_update(usage, old, bytes)?;
+            sqlx::query(SQL)
+                .bind(&content.title)
+                .bind(&content.text)
+                .bind(content.done)
+                .bind(updated)
+                .bind(id.0)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql.add)
+                .bind(0_i64)
+                .bind(bytes - old)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(true)
     }
 
     async fn delete(&self, user: &UserId, id: TodoId) -> Result<bool, StoreError> {
         let _writer = self.pool.write_lock().await;
         const SQL: &str = "DELETE FROM todos WHERE id = ? AND user_id = ?";
-        let affected = on_pool!(&self.pool, |p| sqlx::query(SQL)
-            .bind(id.0)
-            .bind(user.as_str())
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(affected > 0)
+        let sql = self.usage_sql;
+        on_pool!(&self.pool, |p| {
+            let (mut tx, _) = begin_with_usage!(p, sql, user.as_str()).await?;
+            let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
+                .bind(id.0)
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(old) = old else {
+                return Ok(false);
+            };
+            sqlx::query(SQL)
+                .bind(id.0)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql.add)
+                .bind(-1_i64)
+                .bind(-old)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(true)
     }
 
     async fn list(&self, user: &UserId, page: Page) -> Result<Vec<TodoRecord>, StoreError> {
