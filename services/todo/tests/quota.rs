@@ -289,6 +289,7 @@ async fn migration_counts_existing_entries(pool: Pool, engine: &str) {
             .bind(text)
             .execute(p)
             .await
+            .map(drop)
             .expect("old row"));
     }
 
