@@ -91,6 +91,13 @@ let
     services.todoapp.user.tls.keyFile = "/nix/store/00000000000000000000000000000000-user.key";
   });
 
+  limits = eval (lib.recursiveUpdate allOnOneHost {
+    services.todoapp = {
+      gateway.fairShare = { readsPerSec = 10; maxInFlightPerUser = 4; };
+      todo.quota.maxEntries = 500;
+    };
+  });
+
   gatewayOnly = eval {
     services.todoapp = {
       inherit (allOnOneHost.services.todoapp) package;
@@ -164,6 +171,9 @@ let
     "key in store rejected" = failedAssertions keyInStore == [
       "services.todoapp.user: the file for credential tls.key (/nix/store/00000000000000000000000000000000-user.key) must be an absolute path outside the Nix store."
     ];
+    "limits: only the set ones written" = limits.services.todoapp.gateway.settings.fair_share == { reads_per_sec = 10; max_in_flight_per_user = 4; }
+      && limits.services.todoapp.todo.settings.quota == { max_entries = 500; }
+      && !(single.services.todoapp.todo.settings ? quota);
     "gateway only: no mysql, no backend units" = gatewayOnly.services.mysql == { } && builtins.attrNames gatewayOnly.systemd.services == [ "todoapp-gateway" ];
     "gateway only: upstream" = gatewayOnly.services.todoapp.gateway.settings.upstream.server_name == "backend"
       && gatewayOnly.systemd.services.todoapp-gateway.serviceConfig.IPAddressAllow == [ "192.168.1.2" ];
