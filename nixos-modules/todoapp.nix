@@ -281,6 +281,15 @@ let
       // lib.optionalAttrs (cfg.${name}.database.passwordFile != null) { password_file = "db-password"; };
     };
 
+  # Operator knobs left unset (null) keep the service's own default.
+  positiveOrDefault = serviceDefault: description: mkOption {
+    type = types.nullOr types.ints.positive;
+    default = null;
+    example = serviceDefault;
+    description = "${description} `null` keeps the service's default (${toString serviceDefault}).";
+  };
+  setOnly = lib.filterAttrs (_: v: v != null);
+
   credentialAssertions =
     name:
     lib.mapAttrsToList (cred: file: {
@@ -370,6 +379,14 @@ in
           '';
         };
       };
+      fairShare = {
+        readsPerSec = positiveOrDefault 50 "GetToDo/ListToDo calls per second and user (`fair_share.reads_per_sec`).";
+        readBurst = positiveOrDefault 100 "Reads a user may make at once after a pause (`fair_share.read_burst`).";
+        writesPerSec = positiveOrDefault 50 "Create/Update/DeleteToDo calls per second and user (`fair_share.writes_per_sec`).";
+        writeBurst = positiveOrDefault 100 "Writes a user may make at once after a pause (`fair_share.write_burst`).";
+        maxInFlightPerUser = positiveOrDefault 16 "Calls of one user forwarded at once; more fail fast (`fair_share.max_in_flight_per_user`).";
+        maxTrackedUsers = positiveOrDefault 100000 "Users whose rate state is kept at once (`fair_share.max_tracked_users`).";
+      };
       jwt.publicKeyFiles = mkOption {
         type = types.nonEmptyListOf types.str;
         example = [ "/run/keys/todoapp/jwt.pub" ];
@@ -384,7 +401,12 @@ in
       jwt.privateKeyFile = fileOption "Ed25519 private key (PKCS#8 PEM) that signs access tokens.";
     };
 
-    todo = backendOptions "todo" 50062;
+    todo = backendOptions "todo" 50062 // {
+      quota = {
+        maxEntries = positiveOrDefault 10000 "Entries one user may keep (`quota.max_entries`).";
+        maxBytes = positiveOrDefault 20000000 "Bytes of titles and texts one user may keep (`quota.max_bytes`, at least 8800).";
+      };
+    };
   };
 
   config = mkIf (enabled != [ ]) (
@@ -431,9 +453,29 @@ in
                 builtins.length cfg.gateway.jwt.publicKeyFiles
               );
             }
+            // lib.optionalAttrs (setOnly cfg.gateway.fairShare != { }) {
+              fair_share =
+                with cfg.gateway.fairShare;
+                setOnly {
+                  reads_per_sec = readsPerSec;
+                  read_burst = readBurst;
+                  writes_per_sec = writesPerSec;
+                  write_burst = writeBurst;
+                  max_in_flight_per_user = maxInFlightPerUser;
+                  max_tracked_users = maxTrackedUsers;
+                };
+            }
           );
           user.settings = mkIf cfg.user.enable (backendSettings "user" // { jwt.private_key = "jwt.key"; });
-          todo.settings = mkIf cfg.todo.enable (backendSettings "todo");
+          todo.settings = mkIf cfg.todo.enable (
+            backendSettings "todo"
+            // lib.optionalAttrs (setOnly cfg.todo.quota != { }) {
+              quota = setOnly {
+                max_entries = cfg.todo.quota.maxEntries;
+                max_bytes = cfg.todo.quota.maxBytes;
+              };
+            }
+          );
         };
       }
 

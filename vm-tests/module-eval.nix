@@ -142,6 +142,13 @@ let
     }
   );
 
+  limits = eval (lib.recursiveUpdate allOnOneHost {
+    services.todoapp = {
+      gateway.fairShare = { readsPerSec = 10; maxInFlightPerUser = 4; };
+      todo.quota.maxEntries = 500;
+    };
+  });
+
   gatewayOnly = eval {
     services.todoapp = {
       inherit (allOnOneHost.services.todoapp) package;
@@ -310,6 +317,13 @@ let
       failedAssertions keyInStore == [
         "services.todoapp.user: the file for credential tls.key (/nix/store/00000000000000000000000000000000-user.key) must be an absolute path outside the Nix store."
       ];
+    "limits: only the set ones written" =
+      limits.services.todoapp.gateway.settings.fair_share == {
+        reads_per_sec = 10;
+        max_in_flight_per_user = 4;
+      }
+      && limits.services.todoapp.todo.settings.quota == { max_entries = 500; }
+      && !(single.services.todoapp.todo.settings ? quota);
     "gateway only: no mysql, no backend units" =
       gatewayOnly.services.mysql == { }
       && builtins.attrNames gatewayOnly.systemd.services == [ "todoapp-gateway" ];

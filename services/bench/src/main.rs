@@ -32,8 +32,11 @@ use crate::target::{Conns, Via};
 /// (grpc.health.v1.Health/Check: the ceiling for any call), get, get-missing
 /// (NOT_FOUND expected), list, create, update, login, register, mixed (a
 /// read-heavy blend: list 35%, get 30%, update 15%, create 12%, delete
-/// 7.9%, login 0.1%) and login-burst (GetToDo at C while --burst-logins
-/// logins are in flight; the headline is GetToDo).
+/// 7.9%, login 0.1%), login-burst (GetToDo at C while --burst-logins
+/// logins are in flight; the headline is GetToDo), fair-share (8 users
+/// run GetToDo at C=1 each while one more user hammers GetToDo at C; the
+/// headline is the 8; the hammer's RESOURCE_EXHAUSTED is expected) and
+/// fair-share-idle (the 8 alone, to compare with; both need --users 9+).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {

@@ -11,6 +11,9 @@ pub enum Op {
     Health,
     /// `GetToDo` of a seeded entry.
     Get,
+    /// `GetToDo` of a seeded entry by the one user hammering in
+    /// `fair-share`: RESOURCE_EXHAUSTED (its fair share) is expected.
+    HammerGet,
     /// `GetToDo` of an id that does not exist: NOT_FOUND is expected.
     GetMissing,
     /// `ListToDo`, first page.
@@ -29,6 +32,7 @@ impl Op {
         match self {
             Op::Health => "health",
             Op::Get => "get",
+            Op::HammerGet => "get-hammer",
             Op::GetMissing => "get-missing",
             Op::List => "list",
             Op::Create => "create",

@@ -100,6 +100,21 @@ pub fn ratios(results: &[ScenarioResult]) -> Vec<Ratio> {
             });
         }
     }
+    // The other users' GetToDo p99 with one user hammering, against the same
+    // users alone: what the fair share is for (target < 3).
+    for r in results.iter().filter(|r| r.scenario == "fair-share") {
+        let idle = results
+            .iter()
+            .find(|i| i.scenario == "fair-share-idle" && i.via == r.via && i.latency.p99_ms > 0.0);
+        if let Some(idle) = idle {
+            out.push(Ratio {
+                what: "p99 vs idle".into(),
+                numerator: key(r),
+                denominator: key(idle),
+                value: r.latency.p99_ms / idle.latency.p99_ms,
+            });
+        }
+    }
     for r in results.iter().filter(|r| r.via == Via::Gateway) {
         let direct = results.iter().find(|d| {
             d.via == Via::Direct
@@ -209,7 +224,15 @@ pub fn table(report: &Report) -> String {
                 ms(o.latency.max_ms),
                 "",
                 "",
-                errors_text(&o.errors),
+                if o.expected_errors.is_empty() {
+                    errors_text(&o.errors)
+                } else {
+                    format!(
+                        "{} (expected: {})",
+                        errors_text(&o.errors),
+                        errors_text(&o.expected_errors)
+                    )
+                },
             );
         }
     }
@@ -312,6 +335,13 @@ pub fn table(report: &Report) -> String {
             busy.join(", ")
         );
     }
+    for x in report.ratios.iter().filter(|x| x.what == "p99 vs idle") {
+        let _ = writeln!(
+            out,
+            "fair share: others' GetToDo p99 in {} is {:.2}x their p99 in {} (target < 3)",
+            x.numerator, x.value, x.denominator
+        );
+    }
     let _ = writeln!(
         out,
         "unexpected errors: {}{}",
@@ -371,5 +401,28 @@ mod tests {
         assert_eq!(find("gateway/direct", "get:1 gateway"), None);
         assert_eq!(find("of health ceiling", "health:64 gateway"), None);
         assert_eq!(find("gateway/direct", "health:64 gateway"), Some(0.5));
+    }
+
+    #[test]
+    fn fair_share_p99_is_compared_with_idle() {
+        let with_p99 = |scenario: &str, p99_ms: f64| ScenarioResult {
+            latency: LatencySummary {
+                p99_ms,
+                ..LatencySummary::default()
+            },
+            ..result(scenario, Via::Gateway, 8, 100.0)
+        };
+        let r = ratios(&[
+            with_p99("fair-share-idle", 2.0),
+            with_p99("fair-share", 5.0),
+        ]);
+        let x = r
+            .iter()
+            .find(|x| x.what == "p99 vs idle")
+            .expect("fair-share ratio");
+        assert_eq!(
+            (x.numerator.as_str(), x.denominator.as_str(), x.value),
+            ("fair-share:8 gateway", "fair-share-idle:8 gateway", 2.5)
+        );
     }
 }

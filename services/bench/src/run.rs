@@ -107,17 +107,33 @@ async fn create_entry(
         text: ENTRY_TEXT.to_owned(),
         ..Default::default()
     };
-    ToDoClient::new(channel.clone())
-        .create_to_do(account.request(
+    // Seeding many entries per user runs into the gateway's per-user rate
+    // limit: wait as it says (bounded) and retry.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let request = account.request(
             conns.via,
             CreateToDoReq {
-                item: Some(item),
-                ..Default::default()
+                item: Some(item.clone()),
+                    ..Default::default()
             },
-        ))
-        .await
-        .map(|r| r.into_inner().id)
-        .map_err(|s| format!("seeding: CreateToDo: {:?}: {}", s.code(), s.message()))
+        );
+        match ToDoClient::new(channel.clone()).create_to_do(request).await {
+            Ok(response) => return Ok(response.into_inner().id),
+            Err(status) => match todoapp_e2e::client::retry_after(&status) {
+                Some(delay) if Instant::now() + delay < deadline => {
+                    tokio::time::sleep(delay).await;
+                }
+                _ => {
+                    return Err(format!(
+                        "seeding: CreateToDo: {:?}: {}",
+                        status.code(),
+                        status.message()
+                    ))
+                }
+            },
+        }
+    }
 }
 
 const ENTRY_TEXT: &str =
@@ -207,6 +223,8 @@ struct Worker {
     sequence: u64,
     created: Vec<(usize, i32)>,
     keeps_created: bool,
+    /// The one account this worker calls as, if not a random one.
+    pinned: Option<usize>,
 }
 
 /// How one call ended, for the op actually performed.
@@ -218,6 +236,9 @@ struct Outcome {
 impl Worker {
     /// A random seeded account (the Arc is cloned so `self` stays free).
     fn account(&mut self) -> (usize, Arc<Shared>) {
+        if let Some(index) = self.pinned {
+            return (index, self.shared.clone());
+        }
         let index = self.rng.below(self.shared.accounts.len());
         (index, self.shared.clone())
     }
@@ -249,7 +270,7 @@ impl Worker {
                     Err(status) => Err(status.code()),
                 }
             }
-            Op::Get => match self.seeded_entry() {
+            Op::Get | Op::HammerGet => match self.seeded_entry() {
                 Some((index, id)) => {
                     let request = self.shared.accounts[index].request(via, GetToDoReq { id });
                     match self.todo().get_to_do(request).await {
@@ -398,7 +419,10 @@ impl Worker {
 
 /// Codes a scenario asks for (counted, but not as errors).
 fn expected(op: Op, code: Code) -> bool {
-    matches!((op, code), (Op::GetMissing, Code::NotFound))
+    matches!(
+        (op, code),
+        (Op::GetMissing, Code::NotFound) | (Op::HammerGet, Code::ResourceExhausted)
+    )
 }
 
 async fn run_worker(
@@ -505,9 +529,30 @@ impl ScenarioResult {
     }
 }
 
-/// The worker groups of a scenario: (weights, workers).
-fn groups(spec: &Spec, burst_logins: usize) -> Vec<(Vec<(Op, u32)>, usize)> {
-    let single = |op: Op| vec![(vec![(op, 1)], spec.concurrency)];
+/// Users besides the hammering one in `fair-share` and `fair-share-idle`:
+/// seeded accounts 1 to 8, one GetToDo in flight each; account 0 hammers.
+pub const FAIR_SHARE_OTHERS: usize = 8;
+
+/// Which seeded accounts a group's workers call as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accounts {
+    /// A random one per call.
+    Any,
+    /// All workers as this one.
+    One(usize),
+    /// Worker i as account `first + i`.
+    EachOwn { first: usize },
+}
+
+/// The worker groups of a scenario: (weights, workers, accounts). The first
+/// group is the headline.
+fn groups(spec: &Spec, burst_logins: usize) -> Vec<(Vec<(Op, u32)>, usize, Accounts)> {
+    let single = |op: Op| vec![(vec![(op, 1)], spec.concurrency, Accounts::Any)];
+    let others = (
+        vec![(Op::Get, 1)],
+        FAIR_SHARE_OTHERS,
+        Accounts::EachOwn { first: 1 },
+    );
     match spec.kind {
         Kind::Health => single(Op::Health),
         Kind::Get => single(Op::Get),
@@ -517,11 +562,16 @@ fn groups(spec: &Spec, burst_logins: usize) -> Vec<(Vec<(Op, u32)>, usize)> {
         Kind::Update => single(Op::Update),
         Kind::Login => single(Op::Login),
         Kind::Register => single(Op::Register),
-        Kind::Mixed => vec![(MIXED.to_vec(), spec.concurrency)],
+        Kind::Mixed => vec![(MIXED.to_vec(), spec.concurrency, Accounts::Any)],
         Kind::LoginBurst => vec![
-            (vec![(Op::Get, 1)], spec.concurrency),
-            (vec![(Op::Login, 1)], burst_logins),
+            (vec![(Op::Get, 1)], spec.concurrency, Accounts::Any),
+            (vec![(Op::Login, 1)], burst_logins, Accounts::Any),
         ],
+        Kind::FairShare => vec![
+            others,
+            (vec![(Op::HammerGet, 1)], spec.concurrency, Accounts::One(0)),
+        ],
+        Kind::FairShareIdle => vec![others],
     }
 }
 
@@ -542,6 +592,15 @@ pub async fn run_scenario(
     index: usize,
 ) -> Result<ScenarioResult, String> {
     let groups = groups(spec, settings.burst_logins);
+    if matches!(spec.kind, Kind::FairShare | Kind::FairShareIdle)
+        && shared.accounts.len() <= FAIR_SHARE_OTHERS
+    {
+        return Err(format!(
+            "{} needs at least {} seeded users (--users)",
+            spec.kind.name(),
+            FAIR_SHARE_OTHERS + 1
+        ));
+    }
     let start = Instant::now();
     let phases = Phases {
         measure_start: start + settings.warmup,
@@ -559,9 +618,14 @@ pub async fn run_scenario(
 
     let mut workers = JoinSet::new();
     let mut n = 0usize;
-    for (weights, count) in &groups {
+    for (weights, count, accounts) in &groups {
         let keeps_created = weights.iter().any(|(op, _)| *op == Op::Delete);
-        for _ in 0..*count {
+        for i in 0..*count {
+            let pinned = match accounts {
+                Accounts::Any => None,
+                Accounts::One(index) => Some(*index),
+                Accounts::EachOwn { first } => Some(first + i),
+            };
             let worker = Worker {
                 shared: shared.clone(),
                 conns: conns.clone(),
@@ -571,6 +635,7 @@ pub async fn run_scenario(
                 sequence: 0,
                 created: Vec::new(),
                 keeps_created,
+                pinned,
             };
             workers.spawn(run_worker(worker, weights.clone(), phases));
             n += 1;
@@ -596,7 +661,7 @@ pub async fn run_scenario(
     };
 
     let headline_ops: Vec<Op> = match spec.kind {
-        Kind::LoginBurst => vec![Op::Get],
+        Kind::LoginBurst | Kind::FairShare | Kind::FairShareIdle => vec![Op::Get],
         _ => ops.keys().copied().collect(),
     };
     let mut headline = OpStats::default();
@@ -638,8 +703,8 @@ pub async fn run_scenario(
     Ok(ScenarioResult {
         scenario: spec.kind.name().to_owned(),
         via: conns.via,
-        concurrency: spec.concurrency,
-        background_concurrency: groups.iter().skip(1).map(|(_, n)| n).sum(),
+        concurrency: groups.first().map_or(spec.concurrency, |(_, n, _)| *n),
+        background_concurrency: groups.iter().skip(1).map(|(_, n, _)| n).sum(),
         connections: conns.todo.len(),
         measured_s: settings.duration.as_secs_f64(),
         requests: headline.measured.count(),
@@ -768,13 +833,28 @@ mod tests {
     fn worker_groups_follow_the_scenario() {
         let spec = |kind, concurrency| Spec { kind, concurrency };
         let g = groups(&spec(Kind::Get, 64), 64);
-        assert_eq!(g, vec![(vec![(Op::Get, 1)], 64)]);
+        assert_eq!(g, vec![(vec![(Op::Get, 1)], 64, Accounts::Any)]);
         let burst = groups(&spec(Kind::LoginBurst, 8), 64);
         assert_eq!(
             burst,
-            vec![(vec![(Op::Get, 1)], 8), (vec![(Op::Login, 1)], 64)]
+            vec![
+                (vec![(Op::Get, 1)], 8, Accounts::Any),
+                (vec![(Op::Login, 1)], 64, Accounts::Any)
+            ]
         );
-        assert_eq!(groups(&spec(Kind::Mixed, 3), 64), vec![(MIXED.to_vec(), 3)]);
+        assert_eq!(
+            groups(&spec(Kind::Mixed, 3), 64),
+            vec![(MIXED.to_vec(), 3, Accounts::Any)]
+        );
+        let others = (vec![(Op::Get, 1)], 8, Accounts::EachOwn { first: 1 });
+        assert_eq!(
+            groups(&spec(Kind::FairShare, 64), 64),
+            vec![
+                others.clone(),
+                (vec![(Op::HammerGet, 1)], 64, Accounts::One(0))
+            ]
+        );
+        assert_eq!(groups(&spec(Kind::FairShareIdle, 64), 64), vec![others]);
     }
 
     #[test]
@@ -782,5 +862,7 @@ mod tests {
         assert!(expected(Op::GetMissing, Code::NotFound));
         assert!(!expected(Op::Get, Code::NotFound));
         assert!(!expected(Op::GetMissing, Code::Unavailable));
+        assert!(expected(Op::HammerGet, Code::ResourceExhausted));
+        assert!(!expected(Op::Get, Code::ResourceExhausted));
     }
 }

@@ -13,9 +13,11 @@ pub enum Kind {
     Register,
     Mixed,
     LoginBurst,
+    FairShare,
+    FairShareIdle,
 }
 
-pub const ALL: [Kind; 10] = [
+pub const ALL: [Kind; 12] = [
     Kind::Health,
     Kind::Get,
     Kind::GetMissing,
@@ -26,6 +28,8 @@ pub const ALL: [Kind; 10] = [
     Kind::Register,
     Kind::Mixed,
     Kind::LoginBurst,
+    Kind::FairShare,
+    Kind::FairShareIdle,
 ];
 
 impl Kind {
@@ -41,6 +45,8 @@ impl Kind {
             Kind::Register => "register",
             Kind::Mixed => "mixed",
             Kind::LoginBurst => "login-burst",
+            Kind::FairShare => "fair-share",
+            Kind::FairShareIdle => "fair-share-idle",
         }
     }
 

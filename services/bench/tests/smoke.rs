@@ -25,6 +25,12 @@ impl Stack {
             .arg("--state-dir")
             .arg(state)
             .args(["--listen", "127.0.0.1:0", "--database", "sqlite"])
+            // Three users at full speed: far past the per-user fair share,
+            // which is not what this test measures.
+            .env("TODOAPP_GATEWAY_FAIR_SHARE__READS_PER_SEC", "1000000")
+            .env("TODOAPP_GATEWAY_FAIR_SHARE__READ_BURST", "1000000")
+            .env("TODOAPP_GATEWAY_FAIR_SHARE__WRITES_PER_SEC", "1000000")
+            .env("TODOAPP_GATEWAY_FAIR_SHARE__WRITE_BURST", "1000000")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

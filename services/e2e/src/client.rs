@@ -92,6 +92,16 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
     with_authorization(message, &format!("Bearer {token}"))
 }
 
+/// How long to wait before retrying a call the gateway refused for the
+/// caller's fair share (RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`).
+pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    use tonic_types::StatusExt;
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    status.get_details_retry_info()?.retry_delay
+}
+
 /// `message` with a raw `authorization` value.
 pub fn with_authorization<T>(message: T, value: &str) -> Request<T> {
     let mut request = Request::new(message);

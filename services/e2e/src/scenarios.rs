@@ -138,19 +138,27 @@ impl Ctx {
             text: text.into(),
             ..Default::default()
         };
-        Ok(self
-            .todos()
-            .create_to_do(authed(
+        // Bulk creates run into the gateway's per-user rate limit: wait as
+        // it says and retry, as a well-behaved client does, for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let request = authed(
                 CreateToDoReq {
-                    item: Some(item),
+                    item: Some(item.clone()),
                     ..Default::default()
                 },
                 token,
-            ))
-            .await
-            .map_err(|s| format!("create {title:?}: {s:?}"))?
-            .into_inner()
-            .id)
+            );
+            match self.todos().create_to_do(request).await {
+                Ok(response) => return Ok(response.into_inner().id),
+                Err(status) => match crate::client::retry_after(&status) {
+                    Some(delay) if std::time::Instant::now() + delay < deadline => {
+                        tokio::time::sleep(delay).await;
+                    }
+                    _ => return Err(format!("create {title:?}: {status:?}")),
+                },
+            }
+        }
     }
 
     pub async fn get(&self, token: &str, id: i32) -> Result<ToDoEntry, Status> {

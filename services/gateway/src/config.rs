@@ -6,6 +6,8 @@ use todoapp_runtime::config::{ServerSettings, TlsFiles};
 use todoapp_runtime::service::FileChecks;
 use todoapp_runtime::ConfigError;
 
+pub use crate::fair_share::FairShareSettings;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayConfig {
     #[serde(flatten)]
@@ -16,6 +18,7 @@ pub struct GatewayConfig {
     /// Reverse proxies in front of the gateway whose `X-Forwarded-For` is
     /// believed. Calls from anywhere else are from the address they come from.
     pub trusted_proxies: Vec<IpAddr>,
+    pub fair_share: FairShareSettings,
 }
 
 /// How the gateway reaches the backends: mutual TLS with its own client
@@ -77,6 +80,7 @@ impl Default for GatewayConfig {
                 leeway_secs: 60,
             },
             trusted_proxies: Vec::new(),
+            fair_share: FairShareSettings::default(),
         }
     }
 }
@@ -135,6 +139,7 @@ impl GatewayConfig {
                 "issuer and audience must not be empty",
             ));
         }
+        self.fair_share.validate()?;
         if files == FileChecks::Read {
             todoapp_runtime::tls::server_config(&self.tls)?;
             crate::token::TokenVerifier::load(jwt)?;

@@ -5,6 +5,7 @@
 //! id. It also serves gRPC health and reflection.
 
 pub mod config;
+mod fair_share;
 mod proxy;
 pub mod token;
 mod upstream;
@@ -56,7 +57,8 @@ impl Service for GatewayService {
         let limit = config.server.max_message_bytes;
         let user = UserServer::new(UserProxy::new(user_channel, calls.clone()))
             .max_decoding_message_size(limit);
-        let todo = ToDoServer::new(TodoProxy::new(todo_channel, verifier, calls))
+        let fair_share = Arc::new(fair_share::FairShare::new(config.fair_share.clone()));
+        let todo = ToDoServer::new(TodoProxy::new(todo_channel, verifier, calls, fair_share))
             .max_decoding_message_size(limit);
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -14,6 +14,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
+use crate::fair_share::{Budget, FairShare, InFlight, Refusal};
 use crate::token::{TokenError, TokenVerifier};
 
 /// Largest backend response the gateway relays: follows from the largest
@@ -25,6 +26,8 @@ const MAX_UPSTREAM_RESPONSE: usize = todoapp_api::MAX_RELAYED_REPLY_BYTES;
 enum GatewayError {
     Unauthenticated(TokenError),
     Upstream(Status),
+    /// Refused by the user's fair share; never reached a backend.
+    Throttled(Refusal),
 }
 
 impl From<GatewayError> for Status {
@@ -35,6 +38,7 @@ impl From<GatewayError> for Status {
                 Status::unauthenticated("invalid or missing token")
             }
             GatewayError::Upstream(status) => sanitise_upstream(status),
+            GatewayError::Throttled(refusal) => throttled(refusal),
         }
     }
 }
@@ -66,6 +70,33 @@ fn failure_of(status: &Status) -> Failure {
     }
     Failure::Transport
 }
+
+/// RESOURCE_EXHAUSTED, with `google.rpc.RetryInfo` saying when trying
+/// again can succeed.
+fn throttled(refusal: Refusal) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    tracing::debug!(?refusal, "call refused");
+    let (message, retry_after) = match refusal {
+        Refusal::RateLimited {
+            budget: Budget::Read,
+            retry_after,
+        } => ("rate limit exceeded for reads", retry_after),
+        Refusal::RateLimited {
+            budget: Budget::Write,
+            retry_after,
+        } => ("rate limit exceeded for writes", retry_after),
+        Refusal::TooManyInFlight { .. } => ("too many calls in flight", IN_FLIGHT_RETRY),
+        Refusal::TooManyUsers { retry_after } => ("too many active users", retry_after),
+    };
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
+/// When to retry a call refused for the in-flight cap: about one call's time.
+const IN_FLIGHT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Backends already send client-safe messages for the codes they use on
 /// purpose; anything else is logged here once and replaced by a generic
@@ -306,19 +337,32 @@ pub struct TodoProxy {
     client: ToDoClient<Channel>,
     verifier: Arc<TokenVerifier>,
     settings: CallSettings,
+    fair_share: Arc<FairShare>,
 }
 
 impl TodoProxy {
-    pub fn new(channel: Channel, verifier: Arc<TokenVerifier>, settings: CallSettings) -> Self {
+    pub fn new(
+        channel: Channel,
+        verifier: Arc<TokenVerifier>,
+        settings: CallSettings,
+        fair_share: Arc<FairShare>,
+    ) -> Self {
         Self {
             client: ToDoClient::new(channel).max_decoding_message_size(MAX_UPSTREAM_RESPONSE),
             verifier,
             settings,
+            fair_share,
         }
     }
 
-    /// Verifies this call's own token and prepares the backend call.
-    fn authorise<T>(&self, request: Request<T>) -> Result<Upstream<T>, Status> {
+    /// Verifies this call's own token, admits it within the user's fair
+    /// share and prepares the backend call. The call counts as in flight
+    /// until the returned guard is dropped.
+    fn authorise<T>(
+        &self,
+        request: Request<T>,
+        budget: Budget,
+    ) -> Result<(Upstream<T>, InFlight), Status> {
         let mut values = request.metadata().get_all("authorization").iter();
         let authorization = values.next().map(|v| v.as_bytes());
         // Two tokens are ambiguous: whichever one we picked, the other was
@@ -330,7 +374,11 @@ impl TodoProxy {
             .verifier
             .verify(authorization)
             .map_err(GatewayError::Unauthenticated)?;
-        Ok(self.settings.upstream(request, Some(user_id)))
+        let in_flight = self
+            .fair_share
+            .admit(&user_id, budget)
+            .map_err(GatewayError::Throttled)?;
+        Ok((self.settings.upstream(request, Some(user_id)), in_flight))
     }
 }
 
@@ -340,7 +388,7 @@ impl ToDo for TodoProxy {
         &self,
         request: Request<CreateToDoReq>,
     ) -> Result<Response<CreateToDoRsp>, Status> {
-        let upstream = self.authorise(request)?;
+        let (upstream, _in_flight) = self.authorise(request, Budget::Write)?;
         // With a request_id the backend stores a repeat only once.
         let retry = if upstream.message.request_id.is_empty() {
             Retry::Never
@@ -360,8 +408,9 @@ impl ToDo for TodoProxy {
         &self,
         request: Request<GetToDoReq>,
     ) -> Result<Response<GetToDoRsp>, Status> {
+        let (upstream, _in_flight) = self.authorise(request, Budget::Read)?;
         let client = &self.client;
-        self.authorise(request)?
+        upstream
             .send(Retry::Safe, |r| {
                 let mut client = client.clone();
                 async move { client.get_to_do(r).await }
@@ -373,8 +422,9 @@ impl ToDo for TodoProxy {
         &self,
         request: Request<DeleteToDoReq>,
     ) -> Result<Response<DeleteToDoRsp>, Status> {
+        let (upstream, _in_flight) = self.authorise(request, Budget::Write)?;
         let client = &self.client;
-        self.authorise(request)?
+        upstream
             .send(Retry::Never, |r| {
                 let mut client = client.clone();
                 async move { client.delete_to_do(r).await }
@@ -388,8 +438,9 @@ impl ToDo for TodoProxy {
     ) -> Result<Response<UpdateToDoRsp>, Status> {
         // Setting the same title, text and done twice leaves the same entry
         // (only updated_at moves): safe to repeat.
+        let (upstream, _in_flight) = self.authorise(request, Budget::Write)?;
         let client = &self.client;
-        self.authorise(request)?
+        upstream
             .send(Retry::Safe, |r| {
                 let mut client = client.clone();
                 async move { client.update_to_do(r).await }
@@ -401,8 +452,9 @@ impl ToDo for TodoProxy {
         &self,
         request: Request<ListToDoReq>,
     ) -> Result<Response<ListToDoRsp>, Status> {
+        let (upstream, _in_flight) = self.authorise(request, Budget::Read)?;
         let client = &self.client;
-        self.authorise(request)?
+        upstream
             .send(Retry::Safe, |r| {
                 let mut client = client.clone();
                 async move { client.list_to_do(r).await }

@@ -4,6 +4,8 @@ use todoapp_runtime::config::{ServerSettings, TlsFiles};
 use todoapp_runtime::service::FileChecks;
 use todoapp_runtime::ConfigError;
 
+pub use crate::quota::QuotaSettings;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TodoConfig {
     #[serde(flatten)]
@@ -14,6 +16,7 @@ pub struct TodoConfig {
     /// continuation token, when the next entry would pass it.
     #[serde(default = "default_list_max_bytes")]
     pub list_max_bytes: usize,
+    pub quota: QuotaSettings,
 }
 
 /// Smallest budget: one maximal entry (~8.8 KB) always fits with room.
@@ -34,6 +37,7 @@ impl Default for TodoConfig {
             },
             database: DatabaseSettings::sqlite("todo.db"),
             list_max_bytes: default_list_max_bytes(),
+            quota: QuotaSettings::default(),
         }
     }
 }
@@ -52,6 +56,7 @@ impl TodoConfig {
             ));
         }
         self.database.validate(files)?;
+        self.quota.validate()?;
         if files == FileChecks::Read {
             todoapp_runtime::tls::server_config(&self.tls)?;
         }

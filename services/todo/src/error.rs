@@ -3,6 +3,8 @@
 use todoapp_db::StoreError;
 use tonic::Status;
 
+use crate::quota::{QuotaExceeded, WriteError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TodoError {
     #[error("{field} {reason}")]
@@ -10,6 +12,8 @@ pub enum TodoError {
         field: &'static str,
         reason: &'static str,
     },
+    #[error(transparent)]
+    QuotaExceeded(#[from] QuotaExceeded),
     #[error("no such todo entry")]
     NotFound,
     /// A request_id reused with other content (AIP-155).
@@ -40,10 +44,20 @@ impl From<StoreError> for TodoError {
     }
 }
 
+impl From<WriteError> for TodoError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Quota(exceeded) => exceeded.into(),
+            WriteError::Store(store) => store.into(),
+        }
+    }
+}
+
 impl From<TodoError> for Status {
     fn from(error: TodoError) -> Self {
         match error {
             TodoError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+            TodoError::QuotaExceeded(_) => Status::resource_exhausted(error.to_string()),
             TodoError::NotFound => Status::not_found(error.to_string()),
             TodoError::RequestIdReused => Status::already_exists(error.to_string()),
             TodoError::Unauthenticated => Status::unauthenticated(error.to_string()),

@@ -7,6 +7,7 @@ mod api;
 pub mod config;
 pub mod domain;
 mod error;
+pub mod quota;
 pub mod store;
 
 use todoapp_api::to_do_server::ToDoServer;
@@ -23,7 +24,7 @@ pub struct TodoService;
 
 async fn open_store(config: &TodoConfig) -> Result<(todoapp_db::Pool, SqlTodoStore), BoxError> {
     let pool = todoapp_db::connect(&config.database).await?;
-    let store = SqlTodoStore::new(pool.clone());
+    let store = SqlTodoStore::new(pool.clone()).with_quota(config.quota);
     store.migrate().await?;
     Ok((pool, store))
 }

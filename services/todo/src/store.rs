@@ -8,6 +8,7 @@ use futures_util::TryStreamExt;
 use todoapp_db::{now_micros, on_pool, Kind, Pool, StoreError};
 
 use crate::domain::{Content, Page, RequestId, TodoId, UserId};
+use crate::quota::{stored_bytes, QuotaSettings, Usage, UsageSql, WriteError};
 
 /// How long a request_id is remembered (AIP-155 suggests at least a day).
 pub const REQUEST_ID_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
@@ -51,30 +52,33 @@ impl From<Row> for TodoRecord {
 
 /// Every operation is scoped to one user: another user's entries do not exist.
 pub trait TodoStore: Send + Sync + 'static {
+    /// Refused with [`WriteError::Quota`] when the user's quota is full.
     fn create(
         &self,
         user: &UserId,
         content: &Content,
-    ) -> impl Future<Output = Result<i32, StoreError>> + Send;
-    /// Creates once per (user, request_id) within the retention period.
+    ) -> impl Future<Output = Result<i32, WriteError>> + Send;
+    /// Creates once per (user, request_id) within the retention period;
+    /// a new entry is refused with [`WriteError::Quota`] like `create`.
     fn create_once(
         &self,
         user: &UserId,
         content: &Content,
         request: &RequestId,
-    ) -> impl Future<Output = Result<CreateOnce, StoreError>> + Send;
+    ) -> impl Future<Output = Result<CreateOnce, WriteError>> + Send;
     fn get(
         &self,
         user: &UserId,
         id: TodoId,
     ) -> impl Future<Output = Result<Option<TodoRecord>, StoreError>> + Send;
-    /// Whether the entry existed (and so was updated).
+    /// Whether the entry existed (and so was updated). Refused with
+    /// [`WriteError::Quota`] when it would grow past the byte quota.
     fn update(
         &self,
         user: &UserId,
         id: TodoId,
         content: &Content,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, WriteError>> + Send;
     /// Whether the entry existed (and so was deleted).
     fn delete(
         &self,
@@ -95,14 +99,26 @@ pub trait TodoStore: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct SqlTodoStore {
     pool: Pool,
+    quota: QuotaSettings,
+    usage_sql: UsageSql,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 impl SqlTodoStore {
+    /// A store with the default quotas.
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        let usage_sql = UsageSql::for_kind(pool.kind());
+        Self {
+            pool,
+            quota: QuotaSettings::default(),
+            usage_sql,
+        }
+    }
+
+    pub fn with_quota(self, quota: QuotaSettings) -> Self {
+        Self { quota, ..self }
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -148,20 +164,61 @@ impl SqlTodoStore {
 
 const COLUMNS: &str = "id, title, text, done, created_at, updated_at";
 
+/// Begins a transaction holding the user's usage row locked, creating the
+/// row first (on its own) when the user has none yet. A macro so the same
+/// code runs on either engine's pool.
+macro_rules! begin_with_usage {
+    ($pool:expr, $sql:expr, $user:expr) => {
+        async {
+            for _ in 0..2 {
+                let mut tx = $pool.begin().await?;
+                let usage: Option<(i64, i64)> = sqlx::query_as($sql.lock)
+                    .bind($user)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match usage {
+                    Some((entries, bytes)) => return Ok((tx, Usage { entries, bytes })),
+                    None => {
+                        tx.rollback().await?;
+                        sqlx::query($sql.ensure).bind($user).execute($pool).await?;
+                    }
+                }
+            }
+            Err(sqlx::Error::Protocol(
+                "todo_usage row missing right after creating it".into(),
+            ))
+        }
+    };
+}
+
 impl TodoStore for SqlTodoStore {
-    async fn create(&self, user: &UserId, content: &Content) -> Result<i32, StoreError> {
+    async fn create(&self, user: &UserId, content: &Content) -> Result<i32, WriteError> {
         let _writer = self.pool.write_lock().await;
         // RETURNING works on SQLite ≥ 3.35 and MariaDB ≥ 10.5.
         const SQL: &str = "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
         let created = now_micros();
-        let id: i32 = on_pool!(&self.pool, |p| sqlx::query_scalar(SQL)
-            .bind(user.as_str())
-            .bind(&content.title)
-            .bind(&content.text)
-            .bind(content.done.unwrap_or(false))
-            .bind(created)
-            .fetch_one(p)
-            .await)?;
+        let bytes = stored_bytes(content);
+        let (sql, quota) = (self.usage_sql, self.quota);
+        let id: i32 = on_pool!(&self.pool, |p| {
+            let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+            quota.admits_create(usage, bytes)?;
+            let id: i32 = sqlx::query_scalar(SQL)
+                .bind(user.as_str())
+                .bind(&content.title)
+                .bind(&content.text)
+                .bind(content.done.unwrap_or(false))
+                .bind(created)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(sql.add)
+                .bind(1_i64)
+                .bind(bytes)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            id
+        });
         Ok(id)
     }
 
@@ -170,12 +227,14 @@ impl TodoStore for SqlTodoStore {
         user: &UserId,
         content: &Content,
         request: &RequestId,
-    ) -> Result<CreateOnce, StoreError> {
+    ) -> Result<CreateOnce, WriteError> {
         const EARLIER: &str = "SELECT todo_id, fingerprint, created_at FROM create_requests WHERE user_id = ? AND request_id = ?";
         const INSERT_TODO: &str = "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
         const REMEMBER: &str = "INSERT INTO create_requests (todo_id, fingerprint, created_at, user_id, request_id) VALUES (?, ?, ?, ?, ?)";
         const REPLACE_EXPIRED: &str = "UPDATE create_requests SET todo_id = ?, fingerprint = ?, created_at = ? WHERE user_id = ? AND request_id = ?";
         let fingerprint = content.fingerprint();
+        let bytes = stored_bytes(content);
+        let (sql, quota) = (self.usage_sql, self.quota);
         let _writer = self.pool.write_lock().await;
         let now = now_micros();
         let judge = |(id, earlier, _): (i32, Vec<u8>, i64)| {
@@ -186,22 +245,24 @@ impl TodoStore for SqlTodoStore {
             }
         };
         let fresh = |earlier: &(i32, Vec<u8>, i64)| earlier.2 >= now - REQUEST_ID_RETENTION_MICROS;
-        // One transaction: the entry and its request id are stored together
-        // or not at all. The lookup is a plain (non-locking) read, so
-        // creates with other keys never wait on each other; two concurrent
-        // first calls with one key both insert an entry, the second one's
-        // key violates the primary key, its transaction rolls back and it
-        // answers with the first one's id.
+        // One transaction, holding the user's usage row: the entry, its
+        // request id and the usage change are stored together or not at
+        // all. A repeat is answered before the quota is consulted, so the
+        // retry of a create that filled the quota still gets its id. Two
+        // concurrent first calls with one key queue on the usage row; should
+        // both still insert, the second one's key violates the primary key,
+        // its transaction rolls back and it answers with the first one's id.
         let attempt = on_pool!(&self.pool, |p| async {
-            let mut tx = p.begin().await?;
+            let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
             let earlier: Option<(i32, Vec<u8>, i64)> = sqlx::query_as(EARLIER)
                 .bind(user.as_str())
                 .bind(request.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
             if let Some(earlier) = earlier.as_ref().filter(|e| fresh(e)) {
-                return Ok::<_, StoreError>(judge(earlier.clone()));
+                return Ok::<_, WriteError>(judge(earlier.clone()));
             }
+            quota.admits_create(usage, bytes)?;
             let id: i32 = sqlx::query_scalar(INSERT_TODO)
                 .bind(user.as_str())
                 .bind(&content.title)
@@ -209,6 +270,12 @@ impl TodoStore for SqlTodoStore {
                 .bind(content.done.unwrap_or(false))
                 .bind(now)
                 .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(sql.add)
+                .bind(1_i64)
+                .bind(bytes)
+                .bind(user.as_str())
+                .execute(&mut *tx)
                 .await?;
             // An expired key not yet cleaned up is reused in place.
             let remember = if earlier.is_some() {
@@ -229,16 +296,17 @@ impl TodoStore for SqlTodoStore {
         }
         .await);
         match attempt {
-            Err(StoreError::Conflict { .. }) => {
+            Err(WriteError::Store(StoreError::Conflict { .. })) => {
                 let earlier: Option<(i32, Vec<u8>, i64)> =
                     on_pool!(&self.pool, |p| sqlx::query_as(EARLIER)
                         .bind(user.as_str())
                         .bind(request.as_str())
                         .fetch_optional(p)
-                        .await)?;
-                earlier
+                        .await)
+                    .map_err(StoreError::from)?;
+                Ok(earlier
                     .map(judge)
-                    .ok_or_else(|| StoreError::internal("request id conflict without a row"))
+                    .ok_or_else(|| StoreError::internal("request id conflict without a row"))?)
             }
             other => other,
         }
@@ -259,33 +327,71 @@ impl TodoStore for SqlTodoStore {
         user: &UserId,
         id: TodoId,
         content: &Content,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, WriteError> {
         let _writer = self.pool.write_lock().await;
         const SQL: &str = "UPDATE todos SET title = ?, text = ?, done = COALESCE(?, done), updated_at = ? WHERE id = ? AND user_id = ?";
         let updated = now_micros();
-        let affected = on_pool!(&self.pool, |p| sqlx::query(SQL)
-            .bind(&content.title)
-            .bind(&content.text)
-            .bind(content.done)
-            .bind(updated)
-            .bind(id.0)
-            .bind(user.as_str())
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(affected > 0)
+        let bytes = stored_bytes(content);
+        let (sql, quota) = (self.usage_sql, self.quota);
+        on_pool!(&self.pool, |p| {
+            let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+            let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
+                .bind(id.0)
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(old) = old else {
+                return Ok(false);
+            };
+            quota.admits_update(usage, old, bytes)?;
+            sqlx::query(SQL)
+                .bind(&content.title)
+                .bind(&content.text)
+                .bind(content.done)
+                .bind(updated)
+                .bind(id.0)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql.add)
+                .bind(0_i64)
+                .bind(bytes - old)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(true)
     }
 
     async fn delete(&self, user: &UserId, id: TodoId) -> Result<bool, StoreError> {
         let _writer = self.pool.write_lock().await;
         const SQL: &str = "DELETE FROM todos WHERE id = ? AND user_id = ?";
-        let affected = on_pool!(&self.pool, |p| sqlx::query(SQL)
-            .bind(id.0)
-            .bind(user.as_str())
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(affected > 0)
+        let sql = self.usage_sql;
+        on_pool!(&self.pool, |p| {
+            let (mut tx, _) = begin_with_usage!(p, sql, user.as_str()).await?;
+            let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
+                .bind(id.0)
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(old) = old else {
+                return Ok(false);
+            };
+            sqlx::query(SQL)
+                .bind(id.0)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql.add)
+                .bind(-1_i64)
+                .bind(-old)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(true)
     }
 
     async fn list(

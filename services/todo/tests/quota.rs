@@ -1,0 +1,330 @@
+//! Per-user quotas, checked against SQLite and a real MariaDB: atomic under
+//! concurrency, both limits, updates that grow, deletes that free, and the
+//! migration that counts entries stored before quotas existed.
+
+use std::path::Path;
+
+use todoapp_db::{connect, DatabaseSettings, Pool};
+use todoapp_runtime::Secret;
+use todoapp_todo::domain::{Content, Page, TodoId, UserId};
+use todoapp_todo::quota::{QuotaExceeded, QuotaSettings, WriteError};
+use todoapp_todo::store::{SqlTodoStore, TodoStore};
+
+/// Bytes of an entry of maximal size: 200 and 2000 four-byte characters.
+const MAX_ENTRY: u64 = 8800;
+
+fn settings(url: String) -> DatabaseSettings {
+    DatabaseSettings {
+        url: Secret::new(url),
+        ..DatabaseSettings::sqlite("unused")
+    }
+}
+
+async fn sqlite_pool(dir: &Path) -> Pool {
+    let url = format!("sqlite://{}", dir.join("todo.db").display());
+    connect(&settings(url)).await.expect("connect")
+}
+
+async fn mariadb_pool(prefix: &str) -> Pool {
+    let url = todoapp_devkit::mariadb::test_database(prefix)
+        .await
+        .expect("MariaDB for tests");
+    connect(&settings(url)).await.expect("connect")
+}
+
+fn user(n: u8) -> UserId {
+    UserId::parse(&format!("{n:08x}-1111-4111-8111-111111111111")).expect("uuid")
+}
+
+fn content(title: &str, text: &str) -> Content {
+    Content::new(title.into(), text.into(), None).expect("valid content")
+}
+
+async fn store(pool: Pool, quota: QuotaSettings) -> SqlTodoStore {
+    let store = SqlTodoStore::new(pool).with_quota(quota);
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn count(store: &SqlTodoStore, user: &UserId) -> usize {
+    store
+        .list(
+            user,
+            Page {
+                after: 0,
+                limit: 1000,
+            },
+        )
+        .await
+        .expect("list")
+        .len()
+}
+
+/// 64 creates at once, each of `entry` bytes, against `quota`: returns how
+/// many were stored and checks every refusal names the quota.
+async fn concurrent_creates(
+    store: &SqlTodoStore,
+    who: &UserId,
+    entry: &Content,
+    expected: QuotaExceeded,
+) -> usize {
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (store, who, entry) = (store.clone(), who.clone(), entry.clone());
+            tokio::spawn(async move { store.create(&who, &entry).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(_) => stored += 1,
+            Err(WriteError::Quota(exceeded)) => assert_eq!(exceeded, expected),
+            Err(other) => panic!("unexpected store error: {other:?}"),
+        }
+    }
+    stored
+}
+
+async fn entry_quota_holds_under_concurrency(pool: Pool) {
+    let store = store(
+        pool,
+        QuotaSettings {
+            max_entries: 20,
+            max_bytes: 1_000_000,
+        },
+    )
+    .await;
+    let (ann, bob) = (user(1), user(2));
+    for i in 0..10 {
+        store
+            .create(&ann, &content(&format!("t{i}"), ""))
+            .await
+            .expect("under quota");
+    }
+    let stored = concurrent_creates(
+        &store,
+        &ann,
+        &content("edge", ""),
+        QuotaExceeded::Entries { limit: 20 },
+    )
+    .await;
+    assert_eq!(stored, 10, "exactly the quota's remainder was stored");
+    assert_eq!(count(&store, &ann).await, 20);
+
+    // Full: refused, nothing stored. Another user has a quota of their own.
+    let refused = store.create(&ann, &content("one more", "")).await;
+    assert!(matches!(
+        refused,
+        Err(WriteError::Quota(QuotaExceeded::Entries { limit: 20 }))
+    ));
+    assert_eq!(count(&store, &ann).await, 20);
+    store
+        .create(&bob, &content("bob's", ""))
+        .await
+        .expect("bob has room");
+
+    // A delete frees exactly one slot.
+    let first = store
+        .list(&ann, Page { after: 0, limit: 1 })
+        .await
+        .expect("list")[0]
+        .id;
+    assert!(store.delete(&ann, TodoId(first)).await.expect("delete"));
+    store
+        .create(&ann, &content("freed", ""))
+        .await
+        .expect("room after delete");
+    assert!(store.create(&ann, &content("again", "")).await.is_err());
+    assert_eq!(count(&store, &ann).await, 20);
+}
+
+async fn byte_quota_holds_under_concurrency(pool: Pool) {
+    let store = store(
+        pool,
+        QuotaSettings {
+            max_entries: 10_000,
+            max_bytes: 3 * MAX_ENTRY,
+        },
+    )
+    .await;
+    let ann = user(3);
+    // 2001 bytes each: 13 fit in 26400 bytes.
+    let entry = content("t", &"x".repeat(2000));
+    let stored = concurrent_creates(
+        &store,
+        &ann,
+        &entry,
+        QuotaExceeded::Bytes {
+            limit: 3 * MAX_ENTRY,
+        },
+    )
+    .await;
+    assert_eq!(stored, 13);
+    assert_eq!(count(&store, &ann).await, 13);
+    // A smaller entry still fits in what is left (26400 - 13 * 2001 = 387).
+    store
+        .create(&ann, &content("t", &"y".repeat(386)))
+        .await
+        .expect("fits exactly");
+    assert!(matches!(
+        store.create(&ann, &content("z", "")).await,
+        Err(WriteError::Quota(QuotaExceeded::Bytes { .. }))
+    ));
+}
+
+async fn updates_may_not_grow_past_the_byte_quota(pool: Pool) {
+    let store = store(
+        pool,
+        QuotaSettings {
+            max_entries: 10_000,
+            max_bytes: 17_000,
+        },
+    )
+    .await;
+    let ann = user(4);
+    let big = content(&"🎉".repeat(200), &"😀".repeat(2000));
+    let a = store.create(&ann, &big).await.expect("8800 bytes");
+    let b = store.create(&ann, &content("b", "")).await.expect("1 byte");
+
+    // 8800 + 8800 > 17000: refused, b unchanged.
+    let refused = store.update(&ann, TodoId(b), &big).await;
+    assert!(
+        matches!(
+            refused,
+            Err(WriteError::Quota(QuotaExceeded::Bytes { limit: 17_000 }))
+        ),
+        "{refused:?}"
+    );
+    let unchanged = store
+        .get(&ann, TodoId(b))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (unchanged.title.as_str(), unchanged.updated_at),
+        ("b", None)
+    );
+
+    // Growing within the quota is fine: 8800 + 8200 = 17000.
+    let grown = content(&"ü".repeat(100), &"😀".repeat(2000));
+    assert_eq!(grown.title.len() + grown.text.len(), 8200);
+    assert!(store.update(&ann, TodoId(b), &grown).await.expect("fits"));
+    // Now full: not one more byte; shrinking is always allowed.
+    assert!(store.create(&ann, &content("c", "")).await.is_err());
+    assert!(store
+        .update(&ann, TodoId(a), &content("small", ""))
+        .await
+        .expect("shrink"));
+    // The freed bytes are usable again.
+    store
+        .create(&ann, &content("c", &"x".repeat(2000)))
+        .await
+        .expect("room after shrinking");
+    // Updating an entry that does not exist changes nothing.
+    assert!(!store
+        .update(&ann, TodoId(i32::MAX), &big)
+        .await
+        .expect("missing"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_entry_quota_holds_under_concurrency() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    entry_quota_holds_under_concurrency(sqlite_pool(dir.path()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_entry_quota_holds_under_concurrency() {
+    entry_quota_holds_under_concurrency(mariadb_pool("todo_quota_entries").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_byte_quota_holds_under_concurrency() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    byte_quota_holds_under_concurrency(sqlite_pool(dir.path()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_byte_quota_holds_under_concurrency() {
+    byte_quota_holds_under_concurrency(mariadb_pool("todo_quota_bytes").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_updates_may_not_grow_past_the_byte_quota() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    updates_may_not_grow_past_the_byte_quota(sqlite_pool(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn mariadb_updates_may_not_grow_past_the_byte_quota() {
+    updates_may_not_grow_past_the_byte_quota(mariadb_pool("todo_quota_updates").await).await;
+}
+
+/// Entries stored before the quota migration count against the quota.
+async fn migration_counts_existing_entries(pool: Pool, engine: &str) {
+    // Only the migrations before the quota one, as an older release ran them.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let old = tempfile::tempdir().expect("tempdir");
+    let mut copied = 0;
+    for file in std::fs::read_dir(manifest.join("migrations").join(engine)).expect("migrations") {
+        let path = file.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+        if !name.contains("quota") {
+            std::fs::copy(&path, old.path().join(name)).expect("copy");
+            copied += 1;
+        }
+    }
+    assert!(copied >= 1);
+    let older = sqlx::migrate::Migrator::new(old.path())
+        .await
+        .expect("older migrations");
+    pool.migrate(&older, &older).await.expect("older schema");
+    let ann = user(5);
+    let insert =
+        "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, FALSE, 1)";
+    for (title, text) in [("🎉", "ab"), ("x", "ü")] {
+        todoapp_db::on_pool!(&pool, |p| sqlx::query(insert)
+            .bind(ann.as_str())
+            .bind(title)
+            .bind(text)
+            .execute(p)
+            .await
+            .map(drop)
+            .expect("old row"));
+    }
+
+    // 2 entries of 6 and 3 bytes exist: 8791 bytes and one entry are left.
+    let store = store(
+        pool,
+        QuotaSettings {
+            max_entries: 3,
+            max_bytes: MAX_ENTRY,
+        },
+    )
+    .await;
+    let title = "🎉".repeat(200);
+    let one_too_many = content(&title, &"😀".repeat(1998));
+    assert_eq!(one_too_many.title.len() + one_too_many.text.len(), 8792);
+    assert!(matches!(
+        store.create(&ann, &one_too_many).await,
+        Err(WriteError::Quota(QuotaExceeded::Bytes { .. }))
+    ));
+    let just_fits = content(&title, &("😀".repeat(1997) + "xxx"));
+    assert_eq!(just_fits.title.len() + just_fits.text.len(), 8791);
+    store.create(&ann, &just_fits).await.expect("fits");
+    assert!(matches!(
+        store.create(&ann, &content("z", "")).await,
+        Err(WriteError::Quota(QuotaExceeded::Entries { limit: 3 }))
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_migration_counts_existing_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    migration_counts_existing_entries(sqlite_pool(dir.path()).await, "sqlite").await;
+}
+
+#[tokio::test]
+async fn mariadb_migration_counts_existing_entries() {
+    migration_counts_existing_entries(mariadb_pool("todo_quota_backfill").await, "mysql").await;
+}
