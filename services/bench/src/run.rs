@@ -115,7 +115,7 @@ async fn create_entry(
             conns.via,
             CreateToDoReq {
                 item: Some(item.clone()),
-                    ..Default::default()
+                ..Default::default()
             },
         );
         match ToDoClient::new(channel.clone()).create_to_do(request).await {

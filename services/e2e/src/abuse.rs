@@ -472,7 +472,13 @@ async fn oversized_messages(ctx: &Ctx) -> Outcome {
         match ctx
             .e2e
             .todos()
-            .create_to_do(authed(CreateToDoReq { item: Some(item) }, &a.token))
+            .create_to_do(authed(
+                CreateToDoReq {
+                    item: Some(item),
+                    ..Default::default()
+                },
+                &a.token,
+            ))
             .await
         {
             Err(status) if status.code() == Code::ResourceExhausted => {}

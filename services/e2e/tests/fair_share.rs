@@ -189,6 +189,7 @@ async fn rate_limit_refuses_with_retry_info_and_no_backend_call() {
                     title: "t".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             token,
         )
@@ -307,6 +308,7 @@ async fn quota_refusals_reach_clients_through_the_gateway() {
                     title: "t".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             &token,
         )

@@ -54,6 +54,7 @@ async fn count(store: &SqlTodoStore, user: &UserId) -> usize {
                 after: 0,
                 limit: 1000,
             },
+            usize::MAX,
         )
         .await
         .expect("list")
@@ -125,7 +126,7 @@ async fn entry_quota_holds_under_concurrency(pool: Pool) {
 
     // A delete frees exactly one slot.
     let first = store
-        .list(&ann, Page { after: 0, limit: 1 })
+        .list(&ann, Page { after: 0, limit: 1 }, usize::MAX)
         .await
         .expect("list")[0]
         .id;

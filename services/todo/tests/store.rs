@@ -183,6 +183,7 @@ async fn idempotent_creates(store: SqlTodoStore) {
                         after: 0,
                         limit: 100,
                     },
+                    usize::MAX,
                 )
                 .await
                 .expect("list")
