@@ -193,3 +193,31 @@ impl UserConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(change: impl FnOnce(&mut ThrottleSettings)) -> String {
+        let mut config = UserConfig::default();
+        change(&mut config.throttle);
+        config
+            .validate(FileChecks::Skip)
+            .expect_err("must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn throttle_limits_are_validated_by_name() {
+        UserConfig::default()
+            .validate(FileChecks::Skip)
+            .expect("defaults are valid");
+        assert!(refused(|t| t.login_failures = 0).contains("throttle.login_failures"));
+        assert!(refused(|t| t.max_tracked = 0).contains("throttle.max_tracked"));
+        assert!(
+            refused(|t| t.address_window_secs = 90_000).contains("throttle.address_window_secs")
+        );
+        assert!(refused(|t| t.login_backoff_initial_ms = 901_000)
+            .contains("throttle.login_backoff_initial_ms"));
+    }
+}
