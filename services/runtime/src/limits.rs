@@ -120,7 +120,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // tonic's `Request::remote_addr()` (which the gateway's client
+        // address and throttling rely on) reads `TcpConnectInfo`; our own
+        // connection type carries the peer in `ConnectionInfo`.
+        if let Some(peer) = request.extensions().get::<ConnectionInfo>().map(|i| i.peer) {
+            request
+                .extensions_mut()
+                .insert(tonic::transport::server::TcpConnectInfo {
+                    local_addr: None,
+                    remote_addr: Some(peer),
+                });
+        }
         match refusal(&request, &self.limits) {
             Ok(slots) => LimitFuture::Admitted {
                 inner: self.inner.call(request),
