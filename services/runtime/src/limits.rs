@@ -78,8 +78,8 @@ pub struct CallLimit<S> {
     limits: CallLimitLayer,
 }
 
-/// Why a call was refused before it started.
-fn refusal<B>(request: &Request<B>, limits: &CallLimitLayer) -> Result<CallSlots, Status> {
+/// The slots for a call, or the status refusing it before it starts.
+fn admit<B>(request: &Request<B>, limits: &CallLimitLayer) -> Result<CallSlots, Status> {
     if header_list_bytes(request) > limits.max_header_list_bytes {
         return Err(Status::resource_exhausted("request headers too large"));
     }
@@ -122,7 +122,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match refusal(&request, &self.limits) {
+        match admit(&request, &self.limits) {
             Ok(slots) => LimitFuture::Admitted {
                 inner: self.inner.call(request),
                 slots: Some(slots),
