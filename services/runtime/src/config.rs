@@ -197,13 +197,13 @@ impl ServerLimits {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn range<T: PartialOrd + fmt::Display>(
+        fn range<T: PartialOrd + Copy + fmt::Display>(
             key: &'static str,
             value: T,
             min: T,
             max: T,
         ) -> Result<(), ConfigError> {
-            if value < min || value > max {
+            if !(min..=max).contains(&value) {
                 return Err(ConfigError::invalid(
                     key,
                     format!("must be between {min} and {max}"),

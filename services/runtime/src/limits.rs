@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -77,8 +78,8 @@ pub struct CallLimit<S> {
     limits: CallLimitLayer,
 }
 
-/// Why a call was refused before it started.
-fn refusal<B>(request: &Request<B>, limits: &CallLimitLayer) -> Result<CallSlots, Status> {
+/// The slots for a call, or the status refusing it before it starts.
+fn admit<B>(request: &Request<B>, limits: &CallLimitLayer) -> Result<CallSlots, Status> {
     if header_list_bytes(request) > limits.max_header_list_bytes {
         return Err(Status::resource_exhausted("request headers too large"));
     }
@@ -132,7 +133,7 @@ where
                     remote_addr: Some(peer),
                 });
         }
-        match refusal(&request, &self.limits) {
+        match admit(&request, &self.limits) {
             Ok(slots) => LimitFuture::Admitted {
                 inner: self.inner.call(request),
                 slots: Some(slots),
@@ -165,6 +166,7 @@ where
                 let slots = slots.take();
                 Poll::Ready(Ok(response.map(|body| LimitedBody {
                     inner: Some(body),
+                    pending: None,
                     _slots: slots,
                 })))
             }
@@ -178,12 +180,20 @@ where
     }
 }
 
+/// Largest piece of a reply handed to HTTP/2 at a time. hyper asks for the
+/// next piece only once flow control lets the last one go out, so a reply
+/// is finished (and its call's slots freed) only when the client has
+/// really taken it, and little of it waits in HTTP/2's send buffer.
+const REPLY_CHUNK_BYTES: usize = 16 * 1024;
+
 pin_project_lite::pin_project! {
     /// A reply body that keeps its call's slots until it is done or
     /// dropped; `None` is the empty body of a refused call.
     pub struct LimitedBody<B> {
         #[pin]
         inner: Option<B>,
+        // The rest of a data frame larger than REPLY_CHUNK_BYTES.
+        pending: Option<Bytes>,
         _slots: Option<CallSlots>,
     }
 }
@@ -192,30 +202,58 @@ impl<B> Default for LimitedBody<B> {
     fn default() -> Self {
         Self {
             inner: None,
+            pending: None,
             _slots: None,
         }
     }
 }
 
-impl<B: Body> Body for LimitedBody<B> {
-    type Data = B::Data;
+fn next_chunk(data: &mut Option<Bytes>) -> Option<Bytes> {
+    let rest = data.as_mut()?;
+    if rest.len() > REPLY_CHUNK_BYTES {
+        Some(rest.split_to(REPLY_CHUNK_BYTES))
+    } else {
+        data.take()
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for LimitedBody<B> {
+    type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.project().inner.as_pin_mut() {
-            Some(inner) => inner.poll_frame(cx),
-            None => Poll::Ready(None),
+        let this = self.project();
+        if let Some(chunk) = next_chunk(this.pending) {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match std::task::ready!(inner.poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            other => return Poll::Ready(other),
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                *this.pending = Some(data);
+                let chunk = next_chunk(this.pending).unwrap_or_default();
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Err(frame) => Poll::Ready(Some(Ok(frame))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.pending.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.pending.is_some() {
+            return SizeHint::default();
+        }
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
@@ -225,6 +263,15 @@ impl<B: Body> Body for LimitedBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_frames_go_out_in_chunks() {
+        let mut data = Some(Bytes::from(vec![7u8; REPLY_CHUNK_BYTES * 2 + 5]));
+        let sizes: Vec<usize> = std::iter::from_fn(|| next_chunk(&mut data))
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [REPLY_CHUNK_BYTES, REPLY_CHUNK_BYTES, 5]);
+    }
 
     #[test]
     fn header_bytes_count_like_http2() {
