@@ -17,7 +17,7 @@ struct Stack {
 impl Stack {
     fn start(state: &Path) -> Self {
         let binary =
-            todoapp_devkit::bins::locate("todoapp-stack").unwrap_or_else(|e| panic!("{e}"));
+            todoapp_devkit::bins::current("todoapp-stack").unwrap_or_else(|e| panic!("{e}"));
         let log = state.with_extension("stack.log");
         let out = std::fs::File::create(&log).expect("stack log");
         let err = out.try_clone().expect("stack log");

@@ -4,10 +4,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::cell::Cell;
+
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::value::{Dict, Value};
+use figment::{Figment, Profile, Provider};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use tracing_subscriber::filter::{Directive, LevelFilter};
 
 /// A configuration problem, reported as one line naming the setting.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +26,10 @@ pub enum ConfigError {
         path: PathBuf,
         reason: String,
     },
+    /// A key that names no setting: a typo would otherwise leave the
+    /// default silently in force.
+    #[error("configuration: unknown key `{key}` {origin}")]
+    UnknownKey { key: String, origin: String },
 }
 
 impl ConfigError {
@@ -43,12 +51,14 @@ impl ConfigError {
 
 /// Loads `T` from defaults, then `file` (which must exist when given), then
 /// environment variables `TODOAPP_<SERVICE>_<KEY>` (nested keys joined by `__`,
-/// e.g. `TODOAPP_GATEWAY_TLS__CERT`).
+/// e.g. `TODOAPP_GATEWAY_TLS__CERT`). A key in the file or a variable with
+/// the service's prefix that names no setting is an error.
 pub fn load<T>(service: &str, file: Option<&Path>) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,
 {
     let mut figment = Figment::from(Serialized::defaults(T::default()));
+    let mut file_settings = None;
     if let Some(file) = file {
         if !file.is_file() {
             return Err(ConfigError::Parse(format!(
@@ -56,24 +66,145 @@ where
                 file.display()
             )));
         }
-        figment = figment.merge(Toml::file_exact(file));
+        let toml = Toml::file_exact(file);
+        file_settings = Some(default_profile(&toml)?);
+        figment = figment.merge(toml);
     }
-    let prefix = format!("TODOAPP_{}_", service.to_ascii_uppercase());
-    figment = figment.merge(Env::prefixed(&prefix).split("__"));
+    let prefix = env_prefix(service);
+    let env = Env::prefixed(&prefix).split("__");
+    figment = figment.merge(env.clone());
     // Errors in the keys every service flattens into its top level (the
     // ServerSettings) lose their key path through serde's flatten;
     // extracting those settings alone first keeps it.
     figment
         .extract::<ServerSettings>()
         .map_err(|e| ConfigError::Parse(one_line(&e)))?;
-    figment
+    let config = figment
         .extract::<T>()
-        .map_err(|e| ConfigError::Parse(one_line(&e)))
+        .map_err(|e| ConfigError::Parse(one_line(&e)))?;
+
+    // Deserializing drops keys that match no field (serde's flatten hides
+    // them even from `deny_unknown_fields`), so every key given must
+    // reappear when the result is serialized again. This needs no list of
+    // keys and covers settings added later.
+    let effective = match Value::serialize(&config) {
+        Ok(Value::Dict(_, dict)) => dict,
+        Ok(_) => return Err(ConfigError::Parse("settings are not a table".into())),
+        Err(e) => return Err(ConfigError::Parse(one_line(&e))),
+    };
+    if let (Some(file), Some(given)) = (file, &file_settings) {
+        if let Some(key) = first_unknown_key(&effective, given, "") {
+            return Err(ConfigError::UnknownKey {
+                key,
+                origin: format!("in {}", file.display()),
+            });
+        }
+    }
+    for (key, raw) in env.iter() {
+        let value = match raw.parse::<Value>() {
+            Ok(value) => value,
+            Err(never) => match never {},
+        };
+        let Some(given) = figment::util::nest(key.as_str(), value).into_dict() else {
+            continue;
+        };
+        if let Some(key_path) = first_unknown_key(&effective, &given, "") {
+            let variable = format!(
+                "{prefix}{}",
+                key.as_str().to_ascii_uppercase().replace('.', "__")
+            );
+            return Err(ConfigError::UnknownKey {
+                key: key_path,
+                origin: format!("from environment variable {variable}"),
+            });
+        }
+    }
+    Ok(config)
+}
+
+/// `TODOAPP_<SERVICE>_`: the prefix of a service's environment variables.
+pub fn env_prefix(service: &str) -> String {
+    format!("TODOAPP_{}_", service.to_ascii_uppercase())
+}
+
+fn default_profile(provider: &impl Provider) -> Result<Dict, ConfigError> {
+    let mut profiles = provider
+        .data()
+        .map_err(|e| ConfigError::Parse(one_line(&e)))?;
+    Ok(profiles.remove(&Profile::Default).unwrap_or_default())
+}
+
+/// The full path (`a.b.c`) of the first key in `given` that `effective`
+/// lacks, looking into tables and arrays of tables.
+fn first_unknown_key(effective: &Dict, given: &Dict, parent: &str) -> Option<String> {
+    for (key, value) in given {
+        let path = if parent.is_empty() {
+            key.clone()
+        } else {
+            format!("{parent}.{key}")
+        };
+        match (effective.get(key), value) {
+            (None, value) => return Some(first_leaf(path, value)),
+            (Some(Value::Dict(_, known)), Value::Dict(_, nested)) => {
+                if let Some(found) = first_unknown_key(known, nested, &path) {
+                    return Some(found);
+                }
+            }
+            (Some(Value::Array(_, known)), Value::Array(_, items)) => {
+                for (index, (known, item)) in known.iter().zip(items).enumerate() {
+                    if let (Value::Dict(_, known), Value::Dict(_, item)) = (known, item) {
+                        let path = format!("{path}[{index}]");
+                        if let Some(found) = first_unknown_key(known, item, &path) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `[databse] url = ...` is reported as `databse.url`, the key as written.
+fn first_leaf(mut path: String, mut value: &Value) -> String {
+    while let Value::Dict(_, dict) = value {
+        let Some((key, nested)) = dict.iter().next() else {
+            break;
+        };
+        path = format!("{path}.{key}");
+        value = nested;
+    }
+    path
 }
 
 fn one_line(error: &figment::Error) -> String {
     // figment's Display already names the key and the source; keep it to the first error.
-    error.to_string().replace('\n', " ")
+    error
+        .to_string()
+        .replace('\n', " ")
+        // figment prefixes key paths with the profile
+        .replace("for key \"default.", "for key \"")
+}
+
+/// The configuration as TOML, with every [`Secret`] redacted (for
+/// `--print-config`).
+pub fn to_redacted_toml<T: Serialize>(config: &T) -> Result<String, ConfigError> {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            REDACT_SECRETS.with(|redact| redact.set(false));
+        }
+    }
+    REDACT_SECRETS.with(|redact| redact.set(true));
+    let _restore = Restore;
+    toml::to_string(config).map_err(|e| ConfigError::Parse(format!("cannot print: {e}")))
+}
+
+thread_local! {
+    /// Set while [`to_redacted_toml`] serializes: secrets then serialize
+    /// redacted. Loading serializes them in full (defaults, key check).
+    static REDACT_SECRETS: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Resolves a key or certificate path. Relative paths resolve against
@@ -93,10 +224,58 @@ pub fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError>
     std::fs::read(&resolved).map_err(|e| ConfigError::file(key, &resolved, e))
 }
 
-/// A value that must never reach logs: its `Debug` is redacted.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A value that must never reach logs: its `Debug` is redacted, and so is
+/// its serialization in [`to_redacted_toml`].
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret<T>(T);
+
+impl<T: Serialize + Redact> Serialize for Secret<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if REDACT_SECRETS.with(Cell::get) {
+            serializer.serialize_str(&self.0.redacted())
+        } else {
+            self.0.serialize(serializer)
+        }
+    }
+}
+
+/// What of a secret may be shown.
+pub trait Redact {
+    fn redacted(&self) -> String;
+}
+
+impl Redact for String {
+    /// A URL keeps all but its password (`mysql://todoapp:<redacted>@db/x`),
+    /// so an operator still sees which database is in use; anything else is
+    /// redacted whole.
+    fn redacted(&self) -> String {
+        const REDACTED: &str = "<redacted>";
+        let Some((scheme, rest)) = self.split_once("://") else {
+            return REDACTED.to_owned();
+        };
+        let valid_scheme = scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        if scheme.is_empty() || !valid_scheme {
+            return REDACTED.to_owned();
+        }
+        if rest.to_ascii_lowercase().contains("password") {
+            // e.g. a password in the query string
+            return format!("{scheme}://{REDACTED}");
+        }
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => match rest[..at].split_once(':') {
+                Some((user, _password)) => {
+                    format!("{scheme}://{user}:{REDACTED}{}", &rest[at..])
+                }
+                None => self.clone(),
+            },
+            None => self.clone(),
+        }
+    }
+}
 
 impl<T> Secret<T> {
     pub fn new(value: T) -> Self {
@@ -286,6 +465,7 @@ impl ServerSettings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        check_log_filter(&self.log_level)?;
         if self.max_message_bytes < 1024 || self.max_message_bytes > 16 * 1024 * 1024 {
             return Err(ConfigError::invalid(
                 "max_message_bytes",
@@ -317,6 +497,33 @@ impl ServerSettings {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+}
+
+/// `log_level` in `RUST_LOG` syntax, where every directive must carry a
+/// level: `info`, `warn,todoapp_user=debug`. tracing's own parser takes a
+/// bare word such as `infp` as a target name, which would silence every
+/// other log line, errors included.
+fn check_log_filter(filter: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| Err(ConfigError::invalid("log_level", reason));
+    if filter.trim().is_empty() {
+        return invalid("must not be empty (e.g. `info`)".into());
+    }
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        // An empty level parses as ERROR; an empty filter is caught above.
+        if level.is_empty() || level.parse::<LevelFilter>().is_err() {
+            return invalid(format!(
+                "`{directive}` names no level: use off, error, warn, info, debug or trace, \
+                 or TARGET=LEVEL"
+            ));
+        }
+        if let Err(e) = directive.parse::<Directive>() {
+            return invalid(format!("`{directive}`: {e}"));
+        }
+    }
+    Ok(())
 }
 
 /// A service's own certificate and key, plus the CA its clients must
@@ -352,6 +559,22 @@ mod tests {
         #[serde(flatten)]
         server: ServerSettings,
         name: String,
+        section: Section,
+    }
+
+    /// Deliberately without `deny_unknown_fields`: the key check must not
+    /// depend on it.
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Section {
+        url: Secret<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        optional: Option<String>,
+        list: Vec<Item>,
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Item {
+        id: u32,
     }
 
     impl Default for Sample {
@@ -359,15 +582,32 @@ mod tests {
             Self {
                 server: ServerSettings::with_listen("127.0.0.1:1"),
                 name: "default".into(),
+                section: Section {
+                    url: Secret::new("sqlite://default.db".into()),
+                    optional: None,
+                    list: vec![Item { id: 1 }],
+                },
             }
+        }
+    }
+
+    fn write_config(contents: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, contents).expect("write");
+        (dir, path)
+    }
+
+    fn unknown_key(service: &str, file: Option<&Path>) -> (String, String) {
+        match load::<Sample>(service, file) {
+            Err(ConfigError::UnknownKey { key, origin }) => (key, origin),
+            other => panic!("expected an unknown-key error, got {other:?}"),
         }
     }
 
     #[test]
     fn file_overrides_defaults_and_env_overrides_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "name = \"file\"\nlisten = \"127.0.0.1:2\"\n").expect("write");
+        let (_dir, path) = write_config("name = \"file\"\nlisten = \"127.0.0.1:2\"\n");
         let cfg: Sample = load("cfgtest", Some(&path)).expect("load");
         assert_eq!(cfg.name, "file");
         assert_eq!(cfg.server.listen, "127.0.0.1:2");
@@ -380,9 +620,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "max_message_bytes = \"lots\"\n").expect("write");
+        let (dir, path) = write_config("max_message_bytes = \"lots\"\n");
         let err = load::<Sample>("cfgtest3", Some(&path)).expect_err("must fail");
         assert!(err.to_string().contains("max_message_bytes"), "{err}");
 
@@ -433,9 +671,139 @@ mod tests {
     }
 
     #[test]
+    fn every_known_key_is_accepted_including_optional_ones() {
+        let (_dir, path) = write_config(
+            "listen = \"127.0.0.1:2\"\nlog_level = \"debug\"\nname = \"n\"\n\
+             [section]\nurl = \"sqlite://x.db\"\noptional = \"set\"\n\
+             [[section.list]]\nid = 7\n",
+        );
+        let cfg: Sample = load("cfgtest5", Some(&path)).expect("all keys are known");
+        assert_eq!(cfg.section.optional.as_deref(), Some("set"));
+        assert_eq!(cfg.section.list, vec![Item { id: 7 }]);
+    }
+
+    #[test]
+    fn unknown_top_level_table_in_the_file_is_an_error_naming_the_full_key() {
+        // The operator meant [section]: the default URL would stay in force.
+        let (_dir, path) = write_config("[sectoin]\nurl = \"mysql://db/x\"\n");
+        let (key, origin) = unknown_key("cfgtest6", Some(&path));
+        assert_eq!(key, "sectoin.url");
+        assert!(origin.contains(&path.display().to_string()), "{origin}");
+        let message = load::<Sample>("cfgtest6", Some(&path))
+            .expect_err("unknown")
+            .to_string();
+        assert!(message.contains("unknown key `sectoin.url`"), "{message}");
+    }
+
+    #[test]
+    fn unknown_flattened_top_level_key_is_an_error() {
+        let (_dir, path) = write_config("listn = \"127.0.0.1:2\"\n");
+        assert_eq!(unknown_key("cfgtest7", Some(&path)).0, "listn");
+    }
+
+    #[test]
+    fn unknown_nested_keys_are_errors_at_every_level() {
+        let (_dir, path) = write_config("[section]\nulr = \"mysql://db/x\"\n");
+        assert_eq!(unknown_key("cfgtest8", Some(&path)).0, "section.ulr");
+        let (_dir, path) = write_config("[[section.list]]\nid = 1\nidd = 2\n");
+        assert_eq!(
+            unknown_key("cfgtest9", Some(&path)).0,
+            "section.list[0].idd"
+        );
+    }
+
+    #[test]
+    fn unknown_environment_variable_with_the_prefix_is_an_error_naming_it() {
+        std::env::set_var("TODOAPP_CFGTEST10_SECTOIN__URL", "mysql://db/x");
+        let (key, origin) = unknown_key("cfgtest10", None);
+        assert_eq!(key, "sectoin.url");
+        assert!(
+            origin.contains("TODOAPP_CFGTEST10_SECTOIN__URL"),
+            "{origin}"
+        );
+
+        std::env::set_var("TODOAPP_CFGTEST11_SECTION__ULR", "mysql://db/x");
+        assert_eq!(unknown_key("cfgtest11", None).0, "section.ulr");
+
+        std::env::set_var("TODOAPP_CFGTEST12_SECTION__URL", "mysql://db/x");
+        std::env::set_var("TODOAPP_CFGTEST12_SECTION__OPTIONAL", "yes");
+        let cfg: Sample = load("cfgtest12", None).expect("known variables");
+        assert_eq!(cfg.section.url.expose(), "mysql://db/x");
+        assert_eq!(cfg.section.optional.as_deref(), Some("yes"));
+    }
+
+    #[test]
+    fn log_level_must_name_levels() {
+        for good in [
+            "info",
+            "INFO",
+            "warn,todoapp_user=debug",
+            "todoapp=trace",
+            "off",
+            "info,",
+        ] {
+            check_log_filter(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "infp",
+            "",
+            " ",
+            "todoapp_user",
+            "todoapp=",
+            "todoapp=loud",
+            "info,nonsense",
+        ] {
+            let err = check_log_filter(bad).expect_err(bad).to_string();
+            assert!(err.contains("`log_level`"), "{bad}: {err}");
+        }
+        let mut settings = ServerSettings::with_listen("127.0.0.1:1");
+        settings.log_level = "infp".into();
+        assert!(
+            settings.validate().is_err(),
+            "validate() must check log_level"
+        );
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let s = Secret::new("hunter2".to_string());
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn printed_configuration_is_the_effective_one_with_secrets_redacted() {
+        std::env::set_var(
+            "TODOAPP_CFGTEST13_SECTION__URL",
+            "mysql://todoapp:hunter2@db:3306/todo?socket=/run/mysqld.sock",
+        );
+        let (_dir, path) = write_config("name = \"from-file\"\n");
+        let cfg: Sample = load("cfgtest13", Some(&path)).expect("load");
+        let printed = to_redacted_toml(&cfg).expect("print");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        let parsed: toml::Table = printed.parse().expect("valid TOML");
+        assert_eq!(parsed["name"].as_str(), Some("from-file"));
+        assert_eq!(parsed["listen"].as_str(), Some("127.0.0.1:1"));
+        assert_eq!(
+            parsed["section"]["url"].as_str(),
+            Some("mysql://todoapp:<redacted>@db:3306/todo?socket=/run/mysqld.sock")
+        );
+        // Redaction is only for printing: loading still sees the secret.
+        let full = Value::serialize(&cfg.section.url).expect("serialize");
+        assert!(full.as_str().is_some_and(|url| url.contains("hunter2")));
+    }
+
+    #[test]
+    fn redaction_keeps_only_what_is_not_secret() {
+        let redact = |s: &str| s.to_string().redacted();
+        assert_eq!(redact("sqlite://user.db"), "sqlite://user.db");
+        assert_eq!(
+            redact("mysql://todoapp@localhost/todo?socket=/run/mysqld/mysqld.sock"),
+            "mysql://todoapp@localhost/todo?socket=/run/mysqld/mysqld.sock"
+        );
+        assert_eq!(redact("mysql://u:p@w@db/x"), "mysql://u:<redacted>@db/x");
+        assert_eq!(redact("mysql://db/x?password=p"), "mysql://<redacted>");
+        assert_eq!(redact("hunter2"), "<redacted>");
+        assert_eq!(redact("a b://c"), "<redacted>");
     }
 }

@@ -49,6 +49,10 @@ struct Cli {
     /// key, certificate or credential file.
     #[arg(long, requires = "check_config")]
     no_files: bool,
+    /// Print the effective configuration (defaults, file and environment
+    /// merged) as TOML with secrets redacted, and exit; nothing is started.
+    #[arg(long, conflicts_with = "check_config")]
+    print_config: bool,
     #[command(subcommand)]
     mode: Option<Mode>,
 }
@@ -74,7 +78,7 @@ pub fn main<S: Service>() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
-    let files = if cli.no_files {
+    let files = if cli.no_files || cli.print_config {
         FileChecks::Skip
     } else {
         FileChecks::Read
@@ -88,6 +92,15 @@ pub fn main<S: Service>() -> ExitCode {
     if cli.check_config {
         println!("{program}: configuration OK");
         return ExitCode::SUCCESS;
+    }
+    if cli.print_config {
+        return match crate::config::to_redacted_toml(&config) {
+            Ok(toml) => {
+                print!("{toml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        };
     }
 
     crate::telemetry::init(&S::server_settings(&config).log_level);

@@ -253,39 +253,26 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 const SERVICE_BINARIES: [&str; 3] = ["todoapp-gateway", "todoapp-user", "todoapp-todo"];
 
 /// `cargo run --bin todoapp-stack` builds only this package, not the
-/// service binaries it starts. When they are missing and we run under
-/// cargo (which sets `CARGO` and `CARGO_MANIFEST_DIR`), build them with the
-/// same profile, so the one-command quick start works.
+/// service binaries it starts. Started that way (cargo sets
+/// `CARGO_MANIFEST_DIR` to this package), build them with the same profile
+/// every time, so an edited service is never silently run from a stale
+/// binary; cargo makes this a quick no-op when nothing changed. Started any
+/// other way (installed, or by a test, which builds the binaries itself),
+/// use what is there.
 async fn ensure_service_binaries() -> Result<(), Error> {
-    let missing = SERVICE_BINARIES
-        .iter()
-        .any(|name| todoapp_devkit::bins::locate(name).is_err());
-    let (Some(cargo), Some(manifest_dir)) = (
-        std::env::var_os("CARGO"),
-        std::env::var_os("CARGO_MANIFEST_DIR"),
-    ) else {
-        return Ok(());
-    };
-    if !missing {
+    let started_by_cargo_run = std::env::var_os("CARGO_MANIFEST_DIR")
+        .is_some_and(|dir| Path::new(&dir) == Path::new(env!("CARGO_MANIFEST_DIR")));
+    if !started_by_cargo_run {
         return Ok(());
     }
-    let release = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.ends_with("release")))
-        .unwrap_or(false);
-    eprintln!("[stack] building the service binaries (first run only)");
-    let mut cmd = tokio::process::Command::new(cargo);
-    cmd.arg("build").arg("--bins");
-    if release {
-        cmd.arg("--release");
-    }
-    for name in SERVICE_BINARIES {
-        cmd.arg("-p").arg(name);
-    }
-    let status = cmd.current_dir(manifest_dir).status().await?;
-    if !status.success() {
-        return Err(format!("building the service binaries failed ({status})").into());
-    }
+    eprintln!("[stack] building the service binaries (cargo build)");
+    tokio::task::spawn_blocking(|| {
+        todoapp_devkit::bins::cargo_build(
+            todoapp_devkit::bins::Build::Packages(&SERVICE_BINARIES),
+            todoapp_devkit::bins::Output::Inherit,
+        )
+    })
+    .await??;
     Ok(())
 }
 

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use todoapp_devkit::pki::{self, files};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// Binary `name`, built from the current sources first (once per test
+/// process) so that the tests never run a stale service.
 pub fn bin(name: &str) -> PathBuf {
-    todoapp_devkit::bins::locate(name).unwrap_or_else(|e| panic!("{e}"))
+    todoapp_devkit::bins::current(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A temporary directory with a fresh development PKI in `pki/`.
