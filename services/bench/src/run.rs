@@ -544,9 +544,11 @@ enum Accounts {
     EachOwn { first: usize },
 }
 
-/// The worker groups of a scenario: (weights, workers, accounts). The first
-/// group is the headline.
-fn groups(spec: &Spec, burst_logins: usize) -> Vec<(Vec<(Op, u32)>, usize, Accounts)> {
+/// One group of workers: (weights, workers, accounts).
+type Group = (Vec<(Op, u32)>, usize, Accounts);
+
+/// The worker groups of a scenario; the first is the headline.
+fn groups(spec: &Spec, burst_logins: usize) -> Vec<Group> {
     let single = |op: Op| vec![(vec![(op, 1)], spec.concurrency, Accounts::Any)];
     let others = (
         vec![(Op::Get, 1)],

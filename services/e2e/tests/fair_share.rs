@@ -330,3 +330,41 @@ async fn quota_refusals_reach_clients_through_the_gateway() {
         .into_inner();
     assert_eq!(listed.items.len(), 2, "the refused create stored something");
 }
+
+#[test]
+fn bad_limits_stop_the_services_with_one_line_naming_the_setting() {
+    let ws = Workspace::new();
+    let addr = free_addr();
+    let db = format!("sqlite://{}", ws.path().join("todo.db").display());
+    let cases = [
+        (
+            "gateway",
+            "[fair_share]\nread_burst = 0\n",
+            "fair_share.read_burst",
+        ),
+        (
+            "gateway",
+            "[fair_share]\nmax_in_flight_per_user = 0\n",
+            "fair_share.max_in_flight_per_user",
+        ),
+        ("todo", "[quota]\nmax_entries = 0\n", "quota.max_entries"),
+        ("todo", "[quota]\nmax_bytes = 100\n", "quota.max_bytes"),
+    ];
+    for (service, extra, setting) in cases {
+        // Each config is written (to the same file) just before its run.
+        let config = match service {
+            "gateway" => ws.gateway_config(addr, addr, addr, extra),
+            _ => ws.todo_config(addr, &db, extra),
+        };
+        let out = std::process::Command::new(support::bin(&format!("todoapp-{service}")))
+            .arg("--config")
+            .arg(&config)
+            .args(["--check-config", "--no-files"])
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{setting}: accepted");
+        assert_eq!(stderr.trim().lines().count(), 1, "{setting}:\n{stderr}");
+        assert!(stderr.contains(setting), "{setting}: {stderr}");
+    }
+}
