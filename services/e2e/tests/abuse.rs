@@ -14,6 +14,17 @@ use support::{bin, Proc};
 const HANDSHAKE_TIMEOUT_SECS: &str = "2";
 const IDLE_TIMEOUT_SECS: &str = "3";
 
+const UNLIMITED_FAIR_SHARE: [(&str, &str); 5] = [
+    ("TODOAPP_GATEWAY_FAIR_SHARE__READS_PER_SEC", "1000000"),
+    ("TODOAPP_GATEWAY_FAIR_SHARE__READ_BURST", "1000000"),
+    ("TODOAPP_GATEWAY_FAIR_SHARE__WRITES_PER_SEC", "1000000"),
+    ("TODOAPP_GATEWAY_FAIR_SHARE__WRITE_BURST", "1000000"),
+    (
+        "TODOAPP_GATEWAY_FAIR_SHARE__MAX_IN_FLIGHT_PER_USER",
+        "100000",
+    ),
+];
+
 fn start_stack(state: &Path, database: &str, env: &[(&str, &str)]) -> Proc {
     let _ = std::fs::remove_file(state.join("stack.json"));
     let mut cmd = Command::new(bin("todoapp-stack"));
@@ -28,6 +39,13 @@ fn start_stack(state: &Path, database: &str, env: &[(&str, &str)]) -> Proc {
             "TODOAPP_GATEWAY_LIMITS__IDLE_TIMEOUT_SECS",
             IDLE_TIMEOUT_SECS,
         );
+    // The suite's single attacker opens 100 streams and seeds 1000 entries
+    // as one user: the per-user fair share (tested on its own in
+    // fair_share.rs) would refuse most of them before the bounds under test
+    // are reached.
+    for (key, value) in UNLIMITED_FAIR_SHARE {
+        cmd.env(key, value);
+    }
     for (key, value) in env {
         cmd.env(key, value);
     }

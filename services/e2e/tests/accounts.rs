@@ -149,7 +149,14 @@ async fn kill_9_under_create_load(user_db: String, todo_db: String) {
     let (gateway, user, todo) = (free_addr(), free_addr(), free_addr());
     let user_config = ws.user_config(user, &user_db, "", ARGON2_AND_THROTTLE);
     let todo_config = ws.todo_config(todo, &todo_db, "");
-    let gateway_config = ws.gateway_config(gateway, user, todo, "");
+    // The load is one user's: the per-user rate limit would refuse calls
+    // (RESOURCE_EXHAUSTED) that this test counts as transport failures.
+    let gateway_config = ws.gateway_config(
+        gateway,
+        user,
+        todo,
+        "[fair_share]\nwrites_per_sec = 1000000\nwrite_burst = 1000000\nreads_per_sec = 1000000\nread_burst = 1000000\n",
+    );
     let _user = Proc::service("user", &user_config);
     let todo_proc = Arc::new(Mutex::new(Some(Proc::service("todo", &todo_config))));
     let _gateway = Proc::service("gateway", &gateway_config);
