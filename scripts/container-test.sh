@@ -19,6 +19,7 @@
 # Usage (as root):
 #   scripts/container-test.sh [--bin-dir DIR] [--keep]
 #   scripts/container-test.sh --self-test    # stub binaries instead
+#   scripts/container-test.sh --rootfs-only  # only build the cached rootfs
 # Needs todoapp-{gateway,user,todo,e2e} in --bin-dir (default
 # target/release: cargo build --release) unless --self-test. Env: TODOAPP_ROOTFS_CACHE (default
 # /var/cache/todoapp-ci/rootfs-bookworm), DEBIAN_MIRROR (default: the Debian
@@ -30,12 +31,14 @@ repo=$(pwd)
 bin_dir=$repo/target/release
 self_test=0
 keep=0
+rootfs_only=0
 while (($#)); do
   case $1 in
     --bin-dir) bin_dir=$(realpath "$2"); shift 2 ;;
     --self-test) self_test=1; shift ;;
     --keep) keep=1; shift ;;
-    *) echo "usage: $0 [--bin-dir DIR] [--self-test] [--keep]" >&2; exit 2 ;;
+    --rootfs-only) rootfs_only=1; shift ;;
+    *) echo "usage: $0 [--bin-dir DIR] [--self-test] [--keep] [--rootfs-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -246,6 +249,7 @@ if ((self_test)); then
   bin_dir=$work/bin
 fi
 for b in $binaries; do
+  ((rootfs_only)) && break
   [[ -x "$bin_dir/$b" ]] || die "$bin_dir/$b missing: run 'cargo build --release' first (or --self-test)"
 done
 
@@ -271,6 +275,10 @@ if [[ ! -f "$cache/.todoapp-rootfs" || "$(cat "$cache/.todoapp-rootfs")" != "$in
   fi
   echo "$include" >"$cache.tmp/.todoapp-rootfs"
   mv "$cache.tmp" "$cache"
+fi
+if ((rootfs_only)); then
+  log "rootfs cache ready"
+  exit 0
 fi
 rootfs=$work/rootfs
 log "copying rootfs"

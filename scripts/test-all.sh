@@ -28,6 +28,12 @@ fi
 # Debian's mariadb-server package starts a system-wide server; the tests
 # start their own and do not need it.
 
+# The container test's Debian root file system (debootstrap, cached) is
+# fetched while the Rust code compiles: it is network-bound, the build is not.
+rootfs_log=$(mktemp)
+as_root bash scripts/container-test.sh --rootfs-only >"$rootfs_log" 2>&1 &
+rootfs_job=$!
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -49,6 +55,10 @@ step "the container test under a real systemd"
 # The debug binaries built for the tests above: a separate release build
 # would compile every crate a second time (several minutes on CI's 2 cores)
 # and the container test checks behaviour, not speed.
+if ! wait "$rootfs_job"; then
+  # The container test below tries again and fails loudly if it cannot.
+  cat "$rootfs_log" >&2
+fi
 as_root bash scripts/container-test.sh --bin-dir target/debug
 
 step "all checks passed"
