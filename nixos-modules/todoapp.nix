@@ -282,12 +282,14 @@ let
     };
 
   # Operator knobs left unset (null) keep the service's own default.
-  positiveOrDefault = serviceDefault: description: mkOption {
-    type = types.nullOr types.ints.positive;
-    default = null;
-    example = serviceDefault;
-    description = "${description} `null` keeps the service's default (${toString serviceDefault}).";
-  };
+  positiveOrDefault =
+    serviceDefault: description:
+    mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      example = serviceDefault;
+      description = "${description} `null` keeps the service's default (${toString serviceDefault}).";
+    };
   setOnly = lib.filterAttrs (_: v: v != null);
 
   credentialAssertions =

@@ -39,7 +39,10 @@ rec {
     jwt.privateKeyFile = "${dir}/jwt-ed25519.key";
     # The tests run todoapp-e2e again and again from one client address;
     # the per-address limits are for the internet (per-account ones stay).
-    settings.throttle = { address_failures = 100000; registrations = 100000; };
+    settings.throttle = {
+      address_failures = 100000;
+      registrations = 100000;
+    };
   };
   todo = backend "todo";
 

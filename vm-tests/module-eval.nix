@@ -142,12 +142,17 @@ let
     }
   );
 
-  limits = eval (lib.recursiveUpdate allOnOneHost {
-    services.todoapp = {
-      gateway.fairShare = { readsPerSec = 10; maxInFlightPerUser = 4; };
-      todo.quota.maxEntries = 500;
-    };
-  });
+  limits = eval (
+    lib.recursiveUpdate allOnOneHost {
+      services.todoapp = {
+        gateway.fairShare = {
+          readsPerSec = 10;
+          maxInFlightPerUser = 4;
+        };
+        todo.quota.maxEntries = 500;
+      };
+    }
+  );
 
   gatewayOnly = eval {
     services.todoapp = {
