@@ -388,6 +388,12 @@ in
         writeBurst = positiveOrDefault 100 "Writes a user may make at once after a pause (`fair_share.write_burst`).";
         maxInFlightPerUser = positiveOrDefault 16 "Calls of one user forwarded at once; more fail fast (`fair_share.max_in_flight_per_user`).";
         maxTrackedUsers = positiveOrDefault 100000 "Users whose rate state is kept at once (`fair_share.max_tracked_users`).";
+        refusedReadPauseMs = mkOption {
+          type = types.nullOr (types.ints.between 0 1000);
+          default = null;
+          example = 0;
+          description = "After refusing a call for its user's rate or in-flight cap, read nothing more from that connection for the retry delay, at most this many milliseconds; 0 turns pauses off (for a proxy that multiplexes many users over one connection) (`fair_share.refused_read_pause_ms`). `null` keeps the service's default (100).";
+        };
       };
       jwt.publicKeyFiles = mkOption {
         type = types.nonEmptyListOf types.str;
@@ -465,6 +471,7 @@ in
                   write_burst = writeBurst;
                   max_in_flight_per_user = maxInFlightPerUser;
                   max_tracked_users = maxTrackedUsers;
+                  refused_read_pause_ms = refusedReadPauseMs;
                 };
             }
           );

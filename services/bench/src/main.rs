@@ -87,6 +87,12 @@ struct Cli {
     /// Logins in flight during `login-burst`.
     #[arg(long, default_value_t = 64)]
     burst_logins: usize,
+    /// Calls per second each of the 8 fair-share users makes (one at a
+    /// time, on a connection of its own): people using the service, below
+    /// the gateway's default 50 reads/s per user, so their idle p99 is not
+    /// itself throttled. 0: back to back.
+    #[arg(long, default_value_t = 40)]
+    fair_share_rate: u32,
     /// Client runtime worker threads (default: one per CPU).
     #[arg(long)]
     client_threads: Option<usize>,
@@ -215,15 +221,21 @@ async fn bench(cli: Cli, threads: usize) -> Result<Report, String> {
     }
     let memory_idle_kib = kib_map(&pids);
 
+    // The fair-share users are separate clients: a connection each.
+    let own = if specs.iter().any(|s| s.kind.is_fair_share()) {
+        run::FAIR_SHARE_OTHERS
+    } else {
+        0
+    };
     let mut conns: Vec<Conns> = Vec::new();
     for via in &vias {
         conns.push(match via {
             Via::Gateway => match &gateway_target {
-                Some(t) => target::gateway(t, connections).await?,
+                Some(t) => target::gateway(t, connections, own).await?,
                 None => return Err("no gateway to connect to".into()),
             },
             Via::Direct => match &state_dir {
-                Some(dir) => target::direct(dir, connections).await?,
+                Some(dir) => target::direct(dir, connections, own).await?,
                 None => return Err("no state dir".into()),
             },
         });
@@ -258,6 +270,8 @@ async fn bench(cli: Cli, threads: usize) -> Result<Report, String> {
         warmup: cli.warmup,
         duration: cli.duration,
         burst_logins: cli.burst_logins,
+        fair_share_pace: (cli.fair_share_rate > 0)
+            .then(|| Duration::from_secs(1) / cli.fair_share_rate),
         seed: cli.seed,
     };
 
@@ -315,6 +329,7 @@ async fn bench(cli: Cli, threads: usize) -> Result<Report, String> {
             entries_per_user: cli.entries,
             list_limit: cli.list_limit,
             burst_logins: cli.burst_logins,
+            fair_share_rate: cli.fair_share_rate,
             client_threads: threads,
         },
         seed,

@@ -20,6 +20,8 @@ pub struct Settings {
     pub entries_per_user: usize,
     pub list_limit: u32,
     pub burst_logins: usize,
+    /// Calls/s of each fair-share user (0: back to back).
+    pub fair_share_rate: u32,
     pub client_threads: usize,
 }
 

@@ -428,13 +428,21 @@ fn expected(op: Op, code: Code) -> bool {
 async fn run_worker(
     mut worker: Worker,
     weights: Vec<(Op, u32)>,
+    pace: Option<Duration>,
     phases: Phases,
 ) -> BTreeMap<Op, OpStats> {
     let mut stats: BTreeMap<Op, OpStats> = BTreeMap::new();
+    let mut next_start = Instant::now();
     while Instant::now() < phases.measure_end {
         let Some(op) = worker.rng.pick(&weights) else {
             break;
         };
+        if let Some(pace) = pace {
+            // A paced worker keeps its rate but never bunches up calls it
+            // fell behind on: a late call just starts now.
+            tokio::time::sleep_until(next_start.into()).await;
+            next_start = Instant::now().max(next_start) + pace;
+        }
         let started = Instant::now();
         let outcome = worker.call(op).await;
         let done = Instant::now();
@@ -544,17 +552,48 @@ enum Accounts {
     EachOwn { first: usize },
 }
 
-/// One group of workers: (weights, workers, accounts).
-type Group = (Vec<(Op, u32)>, usize, Accounts);
+/// One group of workers.
+#[derive(Debug, Clone, PartialEq)]
+struct Group {
+    weights: Vec<(Op, u32)>,
+    workers: usize,
+    accounts: Accounts,
+    /// Each worker on a connection of its own (`Conns::own`), as separate
+    /// clients are; otherwise the workers share the K connections.
+    own_connections: bool,
+    /// A worker starts at most one call per this interval (a person's
+    /// pace); `None`: the next call as soon as the last one answered.
+    pace: Option<Duration>,
+}
+
+impl Group {
+    fn closed_loop(weights: Vec<(Op, u32)>, workers: usize, accounts: Accounts) -> Self {
+        Self {
+            weights,
+            workers,
+            accounts,
+            own_connections: false,
+            pace: None,
+        }
+    }
+}
 
 /// The worker groups of a scenario; the first is the headline.
-fn groups(spec: &Spec, burst_logins: usize) -> Vec<Group> {
-    let single = |op: Op| vec![(vec![(op, 1)], spec.concurrency, Accounts::Any)];
-    let others = (
-        vec![(Op::Get, 1)],
-        FAIR_SHARE_OTHERS,
-        Accounts::EachOwn { first: 1 },
-    );
+fn groups(spec: &Spec, burst_logins: usize, fair_share_pace: Option<Duration>) -> Vec<Group> {
+    let single = |op: Op| {
+        vec![Group::closed_loop(
+            vec![(op, 1)],
+            spec.concurrency,
+            Accounts::Any,
+        )]
+    };
+    let others = Group {
+        weights: vec![(Op::Get, 1)],
+        workers: FAIR_SHARE_OTHERS,
+        accounts: Accounts::EachOwn { first: 1 },
+        own_connections: true,
+        pace: fair_share_pace,
+    };
     match spec.kind {
         Kind::Health => single(Op::Health),
         Kind::Get => single(Op::Get),
@@ -564,14 +603,18 @@ fn groups(spec: &Spec, burst_logins: usize) -> Vec<Group> {
         Kind::Update => single(Op::Update),
         Kind::Login => single(Op::Login),
         Kind::Register => single(Op::Register),
-        Kind::Mixed => vec![(MIXED.to_vec(), spec.concurrency, Accounts::Any)],
+        Kind::Mixed => vec![Group::closed_loop(
+            MIXED.to_vec(),
+            spec.concurrency,
+            Accounts::Any,
+        )],
         Kind::LoginBurst => vec![
-            (vec![(Op::Get, 1)], spec.concurrency, Accounts::Any),
-            (vec![(Op::Login, 1)], burst_logins, Accounts::Any),
+            Group::closed_loop(vec![(Op::Get, 1)], spec.concurrency, Accounts::Any),
+            Group::closed_loop(vec![(Op::Login, 1)], burst_logins, Accounts::Any),
         ],
         Kind::FairShare => vec![
             others,
-            (vec![(Op::HammerGet, 1)], spec.concurrency, Accounts::One(0)),
+            Group::closed_loop(vec![(Op::HammerGet, 1)], spec.concurrency, Accounts::One(0)),
         ],
         Kind::FairShareIdle => vec![others],
     }
@@ -581,6 +624,8 @@ pub struct RunSettings {
     pub warmup: Duration,
     pub duration: Duration,
     pub burst_logins: usize,
+    /// Interval between the calls of each fair-share user (`None`: back to back).
+    pub fair_share_pace: Option<Duration>,
     pub seed: u64,
 }
 
@@ -593,10 +638,8 @@ pub async fn run_scenario(
     pids: &Pids,
     index: usize,
 ) -> Result<ScenarioResult, String> {
-    let groups = groups(spec, settings.burst_logins);
-    if matches!(spec.kind, Kind::FairShare | Kind::FairShareIdle)
-        && shared.accounts.len() <= FAIR_SHARE_OTHERS
-    {
+    let groups = groups(spec, settings.burst_logins, settings.fair_share_pace);
+    if spec.kind.is_fair_share() && shared.accounts.len() <= FAIR_SHARE_OTHERS {
         return Err(format!(
             "{} needs at least {} seeded users (--users)",
             spec.kind.name(),
@@ -620,18 +663,34 @@ pub async fn run_scenario(
 
     let mut workers = JoinSet::new();
     let mut n = 0usize;
-    for (weights, count, accounts) in &groups {
-        let keeps_created = weights.iter().any(|(op, _)| *op == Op::Delete);
-        for i in 0..*count {
-            let pinned = match accounts {
+    for group in &groups {
+        let keeps_created = group.weights.iter().any(|(op, _)| *op == Op::Delete);
+        for i in 0..group.workers {
+            let pinned = match group.accounts {
                 Accounts::Any => None,
-                Accounts::One(index) => Some(*index),
+                Accounts::One(index) => Some(index),
                 Accounts::EachOwn { first } => Some(first + i),
+            };
+            let (conns, channel) = match conns.own.get(i) {
+                Some(own) if group.own_connections => (
+                    Conns {
+                        todo: vec![own.clone()],
+                        ..conns.clone()
+                    },
+                    0,
+                ),
+                _ if group.own_connections => {
+                    return Err(format!(
+                        "{}: no connection of its own for worker {i}",
+                        spec.kind.name()
+                    ))
+                }
+                _ => (conns.clone(), n % conns.todo.len().max(1)),
             };
             let worker = Worker {
                 shared: shared.clone(),
-                conns: conns.clone(),
-                channel: n % conns.todo.len().max(1),
+                conns,
+                channel,
                 rng: Rng::new(settings.seed ^ ((index as u64) << 32) ^ n as u64),
                 label: format!("{index}-{n}"),
                 sequence: 0,
@@ -639,7 +698,12 @@ pub async fn run_scenario(
                 keeps_created,
                 pinned,
             };
-            workers.spawn(run_worker(worker, weights.clone(), phases));
+            workers.spawn(run_worker(
+                worker,
+                group.weights.clone(),
+                group.pace,
+                phases,
+            ));
             n += 1;
         }
     }
@@ -705,8 +769,8 @@ pub async fn run_scenario(
     Ok(ScenarioResult {
         scenario: spec.kind.name().to_owned(),
         via: conns.via,
-        concurrency: groups.first().map_or(spec.concurrency, |(_, n, _)| *n),
-        background_concurrency: groups.iter().skip(1).map(|(_, n, _)| n).sum(),
+        concurrency: groups.first().map_or(spec.concurrency, |g| g.workers),
+        background_concurrency: groups.iter().skip(1).map(|g| g.workers).sum(),
         connections: conns.todo.len(),
         measured_s: settings.duration.as_secs_f64(),
         requests: headline.measured.count(),
@@ -834,29 +898,43 @@ mod tests {
     #[test]
     fn worker_groups_follow_the_scenario() {
         let spec = |kind, concurrency| Spec { kind, concurrency };
-        let g = groups(&spec(Kind::Get, 64), 64);
-        assert_eq!(g, vec![(vec![(Op::Get, 1)], 64, Accounts::Any)]);
-        let burst = groups(&spec(Kind::LoginBurst, 8), 64);
+        let pace = Some(Duration::from_millis(25));
+        let g = groups(&spec(Kind::Get, 64), 64, pace);
+        assert_eq!(
+            g,
+            vec![Group::closed_loop(vec![(Op::Get, 1)], 64, Accounts::Any)]
+        );
+        let burst = groups(&spec(Kind::LoginBurst, 8), 64, pace);
         assert_eq!(
             burst,
             vec![
-                (vec![(Op::Get, 1)], 8, Accounts::Any),
-                (vec![(Op::Login, 1)], 64, Accounts::Any)
+                Group::closed_loop(vec![(Op::Get, 1)], 8, Accounts::Any),
+                Group::closed_loop(vec![(Op::Login, 1)], 64, Accounts::Any)
             ]
         );
         assert_eq!(
-            groups(&spec(Kind::Mixed, 3), 64),
-            vec![(MIXED.to_vec(), 3, Accounts::Any)]
+            groups(&spec(Kind::Mixed, 3), 64, pace),
+            vec![Group::closed_loop(MIXED.to_vec(), 3, Accounts::Any)]
         );
-        let others = (vec![(Op::Get, 1)], 8, Accounts::EachOwn { first: 1 });
+        // The 8 are paced, each on its own connection; the hammer is not.
+        let others = Group {
+            weights: vec![(Op::Get, 1)],
+            workers: 8,
+            accounts: Accounts::EachOwn { first: 1 },
+            own_connections: true,
+            pace,
+        };
         assert_eq!(
-            groups(&spec(Kind::FairShare, 64), 64),
+            groups(&spec(Kind::FairShare, 64), 64, pace),
             vec![
                 others.clone(),
-                (vec![(Op::HammerGet, 1)], 64, Accounts::One(0))
+                Group::closed_loop(vec![(Op::HammerGet, 1)], 64, Accounts::One(0))
             ]
         );
-        assert_eq!(groups(&spec(Kind::FairShareIdle, 64), 64), vec![others]);
+        assert_eq!(
+            groups(&spec(Kind::FairShareIdle, 64), 64, pace),
+            vec![others]
+        );
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl Kind {
         }
     }
 
+    /// `fair-share` or `fair-share-idle`: the 8 paced users are the headline.
+    pub fn is_fair_share(self) -> bool {
+        matches!(self, Kind::FairShare | Kind::FairShareIdle)
+    }
+
     fn from_name(name: &str) -> Option<Self> {
         ALL.into_iter().find(|k| k.name() == name)
     }

@@ -38,22 +38,32 @@ pub struct Conns {
     pub user: Vec<Channel>,
     /// Where `health` calls go: the gateway, or directly the todo backend.
     pub health: Vec<Channel>,
+    /// Connections of their own (to the gateway, or the todo backend) for
+    /// workers that act as separate clients, such as the fair-share users:
+    /// they must not share a connection, and its per-connection bounds,
+    /// with the load they are compared against.
+    pub own: Vec<Channel>,
 }
 
-pub async fn gateway(target: &Target, connections: usize) -> Result<Conns, String> {
+pub async fn gateway(target: &Target, connections: usize, own: usize) -> Result<Conns, String> {
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections.max(1) {
         channels.push(todoapp_e2e::client::connect(target).await?);
+    }
+    let mut own_channels = Vec::with_capacity(own);
+    for _ in 0..own {
+        own_channels.push(todoapp_e2e::client::connect(target).await?);
     }
     Ok(Conns {
         via: Via::Gateway,
         todo: channels.clone(),
         user: channels.clone(),
         health: channels,
+        own: own_channels,
     })
 }
 
-pub async fn direct(state_dir: &Path, connections: usize) -> Result<Conns, String> {
+pub async fn direct(state_dir: &Path, connections: usize, own: usize) -> Result<Conns, String> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let pki = state_dir.join("pki");
     let read = |name: &str| {
@@ -76,11 +86,16 @@ pub async fn direct(state_dir: &Path, connections: usize) -> Result<Conns, Strin
         todo.push(mtls_channel(&todo_addr, &tls).await?);
         user.push(mtls_channel(&user_addr, &tls).await?);
     }
+    let mut own_channels = Vec::with_capacity(own);
+    for _ in 0..own {
+        own_channels.push(mtls_channel(&todo_addr, &tls).await?);
+    }
     Ok(Conns {
         via: Via::Direct,
         health: todo.clone(),
         todo,
         user,
+        own: own_channels,
     })
 }
 

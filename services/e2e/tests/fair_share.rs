@@ -121,12 +121,12 @@ fn serve_backend(ws: &Workspace, addr: SocketAddr, backend: CountingBackend) {
 }
 
 /// A gateway process in front of the counting backend (the user service
-/// address is unused).
+/// address is unused), a connection to it, and its address.
 async fn gateway_with_backend(
     ws: &Workspace,
     fair_share: &str,
     backend: CountingBackend,
-) -> (Proc, Channel) {
+) -> (Proc, Channel, SocketAddr) {
     let (gateway, todo) = (free_addr(), free_addr());
     serve_backend(ws, todo, backend);
     wait_for_port(todo, Duration::from_secs(10));
@@ -136,7 +136,7 @@ async fn gateway_with_backend(
     let channel = todoapp_e2e::client::connect(&ws.gateway_target(gateway))
         .await
         .expect("connect");
-    (proc, channel)
+    (proc, channel, gateway)
 }
 
 fn retry_delay(status: &Status) -> Duration {
@@ -153,7 +153,7 @@ async fn rate_limit_refuses_with_retry_info_and_no_backend_call() {
     let calls = backend.calls.clone();
     let fair_share =
         "[fair_share]\nreads_per_sec = 1\nread_burst = 5\nwrites_per_sec = 1\nwrite_burst = 3\n";
-    let (_gateway, channel) = gateway_with_backend(&ws, fair_share, backend).await;
+    let (_gateway, channel, _) = gateway_with_backend(&ws, fair_share, backend).await;
     let mut client = ToDoClient::new(channel);
     let (ann, bob) = (sign_token(&ws, ANN), sign_token(&ws, BOB));
     let list = |token: &str| authed(ListToDoReq::default(), token);
@@ -231,7 +231,7 @@ async fn in_flight_cap_per_user_fails_fast() {
     let ws = Workspace::new();
     let backend = CountingBackend::default();
     let (calls, release) = (backend.calls.clone(), backend.release.clone());
-    let (_gateway, channel) =
+    let (_gateway, channel, _) =
         gateway_with_backend(&ws, "[fair_share]\nmax_in_flight_per_user = 2\n", backend).await;
     let (ann, bob) = (sign_token(&ws, ANN), sign_token(&ws, BOB));
     let get = |token: &str| authed(GetToDoReq { id: 1 }, token);
@@ -283,6 +283,82 @@ async fn in_flight_cap_per_user_fails_fast() {
     bobs.await.expect("join").expect("bob's call completes");
     client.get_to_do(get(&ann)).await.expect("room again");
     assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+/// Five refused calls one after another on one connection, and how long
+/// they took.
+async fn five_refusals(client: &mut ToDoClient<Channel>, token: &str) -> Duration {
+    let started = Instant::now();
+    for _ in 0..5 {
+        let status = client
+            .list_to_do(authed(ListToDoReq::default(), token))
+            .await
+            .expect_err("over the read budget");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_retrying_at_once_is_read_only_after_a_pause() {
+    let ws = Workspace::new();
+    let (ann, bob) = (sign_token(&ws, ANN), sign_token(&ws, BOB));
+    // ListToDo: the counting backend holds GetToDo calls.
+    let list = |token: &str| authed(ListToDoReq::default(), token);
+    let pause = Duration::from_millis(200);
+    let settings = |pause_ms: u128| {
+        format!(
+            "[fair_share]\nreads_per_sec = 1\nread_burst = 1\nrefused_read_pause_ms = {pause_ms}\n"
+        )
+    };
+
+    let backend = CountingBackend::default();
+    let calls = backend.calls.clone();
+    let (_gateway, channel, address) =
+        gateway_with_backend(&ws, &settings(pause.as_millis()), backend).await;
+    let mut client = ToDoClient::new(channel);
+    client.list_to_do(list(&ann)).await.expect("within burst");
+    // Each refusal pauses reading from the connection, so the next call
+    // is read (and refused) only a pause later.
+    let took = five_refusals(&mut client, &ann).await;
+    assert!(took >= pause * 4, "five refusals in {took:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a refusal reached the backend"
+    );
+
+    // Only that connection waits: bob, on his own, is served during ann's pause.
+    let target = ws.gateway_target(address);
+    let mut bobs = ToDoClient::new(
+        todoapp_e2e::client::connect(&target)
+            .await
+            .expect("connect"),
+    );
+    // Refused again (a token may have come back during the refusals above).
+    let mut refused = false;
+    for _ in 0..3 {
+        if client.list_to_do(list(&ann)).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "ann was not refused again");
+    let started = Instant::now();
+    bobs.list_to_do(list(&bob)).await.expect("bob's call");
+    assert!(
+        started.elapsed() < pause / 2,
+        "bob waited {:?}",
+        started.elapsed()
+    );
+
+    // With pauses off, the same refusals come back at once.
+    let (_gateway, channel, _) =
+        gateway_with_backend(&ws, &settings(0), CountingBackend::default()).await;
+    let mut client = ToDoClient::new(channel);
+    client.list_to_do(list(&ann)).await.expect("within burst");
+    let took = five_refusals(&mut client, &ann).await;
+    assert!(took < pause, "five refusals without pauses took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

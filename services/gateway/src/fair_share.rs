@@ -29,6 +29,12 @@ pub struct FairShareSettings {
     pub max_in_flight_per_user: u32,
     /// Users whose state is kept at once (about 100 bytes each).
     pub max_tracked_users: u32,
+    /// After refusing a call for its user's rate or in-flight cap, read
+    /// nothing more from that connection for the retry delay, at most this
+    /// long (0: never pause). A client that retries at once instead of
+    /// waiting then costs the gateway one refusal per pause rather than
+    /// all the CPU it can make the gateway spend on refusals.
+    pub refused_read_pause_ms: u32,
 }
 
 impl Default for FairShareSettings {
@@ -40,6 +46,7 @@ impl Default for FairShareSettings {
             write_burst: 100,
             max_in_flight_per_user: 16,
             max_tracked_users: 100_000,
+            refused_read_pause_ms: 100,
         }
     }
 }
@@ -62,9 +69,22 @@ impl FairShareSettings {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
         }
+        if self.refused_read_pause_ms > MAX_REFUSED_READ_PAUSE_MS {
+            return Err(ConfigError::invalid(
+                "fair_share.refused_read_pause_ms",
+                format!("must be at most {MAX_REFUSED_READ_PAUSE_MS} (0 turns pauses off)"),
+            ));
+        }
         Ok(())
     }
 }
+
+/// Longer pauses would hold up a connection's keepalive answers and other
+/// users' calls sharing it (a proxy's, say) for too long.
+const MAX_REFUSED_READ_PAUSE_MS: u32 = 1000;
+
+/// When to retry a call refused for the in-flight cap: about one call's time.
+pub const IN_FLIGHT_RETRY: Duration = Duration::from_millis(50);
 
 /// Which budget a call draws on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +201,17 @@ impl FairShare {
         }
     }
 
+    /// How long to stop reading from the connection a refused call came on.
+    /// Too many active users is nobody's own doing: no pause for that.
+    pub fn read_pause(&self, refusal: &Refusal) -> Duration {
+        let cap = Duration::from_millis(u64::from(self.settings.refused_read_pause_ms));
+        match refusal {
+            Refusal::RateLimited { retry_after, .. } => (*retry_after).min(cap),
+            Refusal::TooManyInFlight { .. } => IN_FLIGHT_RETRY.min(cap),
+            Refusal::TooManyUsers { .. } => Duration::ZERO,
+        }
+    }
+
     /// Admits one call of `user` now, or says why not. The call counts as in
     /// flight until the returned guard is dropped.
     pub fn admit(&self, user: &str, budget: Budget) -> Result<InFlight, Refusal> {
@@ -265,7 +296,39 @@ mod tests {
             write_burst: burst,
             max_in_flight_per_user: in_flight,
             max_tracked_users: users,
+            refused_read_pause_ms: 100,
         }
+    }
+
+    #[test]
+    fn refused_connections_pause_for_the_retry_delay_capped() {
+        let limits = FairShare::new(settings(10, 5, 3, 10));
+        let rate = |ms| Refusal::RateLimited {
+            budget: Budget::Read,
+            retry_after: Duration::from_millis(ms),
+        };
+        assert_eq!(limits.read_pause(&rate(20)), Duration::from_millis(20));
+        assert_eq!(limits.read_pause(&rate(5000)), Duration::from_millis(100));
+        assert_eq!(
+            limits.read_pause(&Refusal::TooManyInFlight { limit: 3 }),
+            IN_FLIGHT_RETRY
+        );
+        // Others being active is not this client's doing.
+        let busy = Refusal::TooManyUsers {
+            retry_after: Duration::from_secs(1),
+        };
+        assert_eq!(limits.read_pause(&busy), Duration::ZERO);
+        // 0 turns pauses off; over a second is refused.
+        let off = FairShare::new(FairShareSettings {
+            refused_read_pause_ms: 0,
+            ..settings(10, 5, 3, 10)
+        });
+        assert_eq!(off.read_pause(&rate(20)), Duration::ZERO);
+        let too_long = FairShareSettings {
+            refused_read_pause_ms: 1001,
+            ..settings(10, 5, 3, 10)
+        };
+        assert!(too_long.validate().is_err());
     }
 
     #[test]

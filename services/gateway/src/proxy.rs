@@ -14,7 +14,9 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-use crate::fair_share::{Budget, FairShare, InFlight, Refusal};
+use todoapp_runtime::connection::ConnectionInfo;
+
+use crate::fair_share::{Budget, FairShare, InFlight, Refusal, IN_FLIGHT_RETRY};
 use crate::token::{TokenError, TokenVerifier};
 
 /// Largest backend response the gateway relays: follows from the largest
@@ -94,9 +96,6 @@ fn throttled(refusal: Refusal) -> Status {
         ErrorDetails::with_retry_info(Some(retry_after)),
     )
 }
-
-/// When to retry a call refused for the in-flight cap: about one call's time.
-const IN_FLIGHT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Backends already send client-safe messages for the codes they use on
 /// purpose; anything else is logged here once and replaced by a generic
@@ -374,10 +373,14 @@ impl TodoProxy {
             .verifier
             .verify(authorization)
             .map_err(GatewayError::Unauthenticated)?;
-        let in_flight = self
-            .fair_share
-            .admit(&user_id, budget)
-            .map_err(GatewayError::Throttled)?;
+        let in_flight = self.fair_share.admit(&user_id, budget).map_err(|refusal| {
+            if let Some(connection) = request.extensions().get::<ConnectionInfo>() {
+                connection
+                    .state
+                    .pause_reads(self.fair_share.read_pause(&refusal));
+            }
+            GatewayError::Throttled(refusal)
+        })?;
         Ok((self.settings.upstream(request, Some(user_id)), in_flight))
     }
 }

@@ -1,7 +1,7 @@
 //! Accepted connections and what bounds them: a cap per source address and
 //! in total (checked on accept, before TLS), the HTTP/2 preface deadline
-//! after the handshake, and the idle timeout for connections with no call
-//! in flight.
+//! after the handshake, the idle timeout for connections with no call in
+//! flight, and read pauses for connections whose calls are being refused.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -89,11 +89,13 @@ impl Drop for ConnectionSlot {
 }
 
 /// What the call layer and the connection share: calls in flight on this
-/// connection and since when it has had none.
+/// connection, since when it has had none, and until when its reads are
+/// paused.
 #[derive(Debug)]
 pub struct ConnectionState {
     in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
+    reads_paused_until: Mutex<Option<Instant>>,
 }
 
 impl ConnectionState {
@@ -101,6 +103,43 @@ impl ConnectionState {
         Self {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
+            reads_paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Reads nothing more from this connection for `pause` (calls already
+    /// read go on; replies are still written). For a client that keeps
+    /// sending calls it was told to retry later: each refusal costs the
+    /// server TLS, HTTP/2 and token work, and a client that ignores the
+    /// retry delay would otherwise make the server spend its CPU on
+    /// refusing it rather than on serving others.
+    pub fn pause_reads(&self, pause: Duration) {
+        if pause.is_zero() {
+            return;
+        }
+        let until = Instant::now() + pause;
+        let mut paused = self
+            .reads_paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if paused.is_none_or(|current| current < until) {
+            *paused = Some(until);
+        }
+    }
+
+    /// When reads may go on, if they are paused now.
+    fn reads_paused_until(&self) -> Option<Instant> {
+        let mut paused = self
+            .reads_paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match *paused {
+            Some(until) if until > Instant::now() => Some(until),
+            Some(_) => {
+                *paused = None;
+                None
+            }
+            None => None,
         }
     }
 
@@ -170,6 +209,8 @@ pub struct Connection<S> {
     preface_timer: Option<Pin<Box<Sleep>>>,
     idle_timeout: Duration,
     idle_timer: Pin<Box<Sleep>>,
+    /// Armed while reads are paused (`ConnectionState::pause_reads`).
+    pause_timer: Option<Pin<Box<Sleep>>>,
     _slot: ConnectionSlot,
 }
 
@@ -191,6 +232,7 @@ impl<S> Connection<S> {
             preface_timer: Some(Box::pin(tokio::time::sleep(preface_timeout))),
             idle_timeout,
             idle_timer: Box::pin(tokio::time::sleep(idle_timeout)),
+            pause_timer: None,
             _slot: slot,
         }
     }
@@ -230,6 +272,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Connection<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(until) = this.info.state.reads_paused_until() {
+            let timer = this
+                .pause_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+            timer.as_mut().reset(until);
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
@@ -338,6 +389,41 @@ mod tests {
         assert!(state.idle_deadline(Duration::from_secs(1)).is_none());
         drop(two);
         assert!(state.idle_deadline(Duration::from_secs(1)).is_some());
+    }
+
+    #[tokio::test]
+    async fn paused_reads_wait_until_the_pause_ends() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tracker = ConnectionTracker::new(1, 1);
+        let slot = tracker.admit(IpAddr::from([127, 0, 0, 1])).expect("slot");
+        let (client, server) = tokio::io::duplex(64);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let long = Duration::from_secs(60);
+        let mut conn = Connection::new(server, peer, slot, long, long);
+        let state = conn.connect_info().state;
+        let mut client = client;
+        let mut byte = [0u8; 1];
+
+        client.write_all(b"a").await.expect("write");
+        conn.read_exact(&mut byte).await.expect("read");
+
+        let pause = Duration::from_millis(200);
+        let started = Instant::now();
+        state.pause_reads(pause);
+        // A shorter pause does not cut a longer one short.
+        state.pause_reads(Duration::from_millis(1));
+        client.write_all(b"b").await.expect("write");
+        conn.read_exact(&mut byte)
+            .await
+            .expect("read after the pause");
+        assert_eq!(&byte, b"b");
+        assert!(started.elapsed() >= pause, "{:?}", started.elapsed());
+
+        // Unpaused, data is read at once.
+        let started = Instant::now();
+        client.write_all(b"c").await.expect("write");
+        conn.read_exact(&mut byte).await.expect("read");
+        assert!(started.elapsed() < pause, "{:?}", started.elapsed());
     }
 
     #[test]
