@@ -11,11 +11,11 @@ use todoapp_api::user_client::UserClient;
 use todoapp_api::user_server::User;
 use todoapp_api::*;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::fair_share::{Budget, FairShare, InFlight, Refusal};
 use crate::token::{TokenError, TokenVerifier};
+use crate::upstream::{failed_endpoint, AvoidEndpoint, Balanced};
 
 /// Largest backend response the gateway relays: follows from the largest
 /// ListToDo byte budget the todo service accepts.
@@ -192,7 +192,8 @@ impl<T: Clone> Upstream<T> {
     }
 
     /// Sends the call, and once more if it is safe to repeat and the first
-    /// attempt failed on the connection (the channel reconnects meanwhile).
+    /// attempt failed on the connection: on another endpoint when there is
+    /// one (the failed one's channel reconnects meanwhile).
     async fn send<R, F, Fut>(self, retry: Retry, send: F) -> Result<Response<R>, Status>
     where
         F: Fn(Request<T>) -> Fut,
@@ -202,7 +203,11 @@ impl<T: Clone> Upstream<T> {
         let response = match first {
             Err(status) if retry == Retry::Safe && failure_of(&status) == Failure::Transport => {
                 tracing::debug!(?status, "backend connection failed; retrying once");
-                send(self.request()?).await
+                let mut request = self.request()?;
+                if let Some(failed) = failed_endpoint(&status) {
+                    request.extensions_mut().insert(AvoidEndpoint(failed));
+                }
+                send(request).await
             }
             other => other,
         };
@@ -292,12 +297,12 @@ impl CallSettings {
 }
 
 pub struct UserProxy {
-    client: UserClient<Channel>,
+    client: UserClient<Balanced>,
     settings: CallSettings,
 }
 
 impl UserProxy {
-    pub fn new(channel: Channel, settings: CallSettings) -> Self {
+    pub fn new(channel: Balanced, settings: CallSettings) -> Self {
         Self {
             client: UserClient::new(channel).max_decoding_message_size(MAX_UPSTREAM_RESPONSE),
             settings,
@@ -334,7 +339,7 @@ impl User for UserProxy {
 }
 
 pub struct TodoProxy {
-    client: ToDoClient<Channel>,
+    client: ToDoClient<Balanced>,
     verifier: Arc<TokenVerifier>,
     settings: CallSettings,
     fair_share: Arc<FairShare>,
@@ -342,7 +347,7 @@ pub struct TodoProxy {
 
 impl TodoProxy {
     pub fn new(
-        channel: Channel,
+        channel: Balanced,
         verifier: Arc<TokenVerifier>,
         settings: CallSettings,
         fair_share: Arc<FairShare>,
