@@ -88,19 +88,34 @@ impl Target {
 }
 
 /// Every address of `targets`: fixed ones as they are, names by a lookup
-/// of all their A/AAAA records. A name that does not resolve now keeps the
-/// addresses it had in `previous` (a DNS hiccup must not empty the pool).
+/// of all their A/AAAA records.
 pub async fn resolve(
     targets: &[Target],
     previous: &BTreeMap<SocketAddr, Target>,
 ) -> BTreeMap<SocketAddr, Target> {
-    let mut addresses = BTreeMap::new();
+    let mut lookups = Vec::with_capacity(targets.len());
     for target in targets {
-        if let Some(address) = target.address() {
-            addresses.insert(address, target.clone());
-            continue;
-        }
-        match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+        lookups.push(match target.address() {
+            Some(address) => Ok(vec![address]),
+            None => tokio::net::lookup_host((target.host.as_str(), target.port))
+                .await
+                .map(Iterator::collect),
+        });
+    }
+    addresses(targets, lookups, previous)
+}
+
+/// The endpoints from each target's lookup. A name that did not resolve
+/// keeps the addresses it had in `previous`: a DNS hiccup must not empty
+/// the pool.
+fn addresses(
+    targets: &[Target],
+    lookups: Vec<std::io::Result<Vec<SocketAddr>>>,
+    previous: &BTreeMap<SocketAddr, Target>,
+) -> BTreeMap<SocketAddr, Target> {
+    let mut addresses = BTreeMap::new();
+    for (target, lookup) in targets.iter().zip(lookups) {
+        match lookup {
             Ok(found) => {
                 for address in found {
                     addresses.insert(address, target.clone());
@@ -503,17 +518,21 @@ async fn supervise(
     intervals: Intervals,
     health_service: &'static str,
 ) {
-    let mut resolved = BTreeMap::new();
-    let has_names = targets.iter().any(|target| target.address().is_none());
-    let mut health = tokio::time::interval(intervals.health);
-    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut resolving = tokio::time::interval(intervals.resolve);
-    resolving.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first resolution and health round before anything else: calls
+    // that arrive meanwhile wait for this round.
+    let mut resolved = resolve(&targets, &BTreeMap::new()).await;
+    pool.update(&BTreeMap::new(), &resolved, &factory);
+    pool.health_round(health_service).await;
     let mut last_round = tokio::time::Instant::now();
+    let has_names = targets.iter().any(|target| target.address().is_none());
+    let mut health = tokio::time::interval_at(last_round + intervals.health, intervals.health);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resolving = tokio::time::interval_at(last_round + intervals.resolve, intervals.resolve);
+    resolving.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = resolving.tick() => {
-                if !resolved.is_empty() && !has_names {
+                if !has_names {
                     continue;
                 }
                 let now = resolve(&targets, &resolved).await;
@@ -658,4 +677,317 @@ pub fn failed_endpoint(status: &tonic::Status) -> Option<SocketAddr> {
         cause = error.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::ToSocketAddrs;
+    use std::sync::atomic::AtomicUsize;
+
+    use todoapp_api::to_do_client::ToDoClient;
+    use todoapp_api::to_do_server::{ToDo, ToDoServer};
+    use todoapp_api::*;
+    use todoapp_devkit::pki::{self, files};
+    use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+    use tonic::{Request, Response, Status};
+    use tonic_health::server::HealthReporter;
+
+    use super::*;
+    use crate::config::{Endpoints, GatewayConfig};
+
+    #[test]
+    fn targets_are_https_urls_with_a_host() {
+        let parse = |url: &str| Target::parse("upstream.todo", url).ok();
+        let target = |host: &str, port| {
+            Some(Target {
+                host: host.into(),
+                port,
+            })
+        };
+        assert_eq!(parse("https://127.0.0.1:50062"), target("127.0.0.1", 50062));
+        assert_eq!(parse("https://[::1]:7"), target("::1", 7));
+        assert_eq!(parse("https://todo.internal:7/"), target("todo.internal", 7));
+        assert_eq!(parse("https://todo"), target("todo", 443));
+        for bad in ["http://127.0.0.1:1", "127.0.0.1:1", "https://", "https://h:1/path", ""] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        let refusal = Target::parse("upstream.todo", "ftp://x").expect_err("refused");
+        assert!(refusal.to_string().contains("upstream.todo"), "{refusal}");
+    }
+
+    #[tokio::test]
+    async fn names_resolve_to_every_record_and_a_failed_lookup_keeps_the_last() {
+        let port = 50999;
+        let localhost = Target {
+            host: "localhost".into(),
+            port,
+        };
+        let fixed = Target {
+            host: "127.0.0.7".into(),
+            port: 1,
+        };
+        let targets = [localhost.clone(), fixed.clone()];
+        let resolved = tokio::time::timeout(
+            Duration::from_secs(5),
+            resolve(&targets, &BTreeMap::new()),
+        )
+        .await
+        .expect("localhost resolves at once");
+        // Every record the system has for the name (127.0.0.1, and ::1
+        // where /etc/hosts lists it), plus the fixed address.
+        let mut expected: BTreeSet<SocketAddr> = ("localhost", port)
+            .to_socket_addrs()
+            .expect("system lookup")
+            .collect();
+        assert!(expected.contains(&"127.0.0.1:50999".parse().expect("address")));
+        expected.insert("127.0.0.7:1".parse().expect("address"));
+        assert_eq!(
+            resolved.keys().copied().collect::<BTreeSet<_>>(),
+            expected
+        );
+
+        // The name now resolves to one other address: one added, the
+        // others removed; the fixed address stays.
+        let moved: SocketAddr = "127.0.0.9:50999".parse().expect("address");
+        let after = addresses(
+            &targets,
+            vec![Ok(vec![moved]), Ok(vec!["127.0.0.7:1".parse().expect("address")])],
+            &resolved,
+        );
+        let (added, removed) = diff(&resolved, &after);
+        assert_eq!(added, BTreeSet::from([moved]));
+        let mut gone: BTreeSet<SocketAddr> = expected.clone();
+        gone.remove(&"127.0.0.7:1".parse().expect("address"));
+        assert_eq!(removed, gone);
+
+        // A failed lookup keeps the name's last addresses: nothing changes.
+        let failed = addresses(
+            &targets,
+            vec![
+                Err(std::io::Error::other("SERVFAIL")),
+                Ok(vec!["127.0.0.7:1".parse().expect("address")]),
+            ],
+            &after,
+        );
+        assert_eq!(failed, after);
+        assert_eq!(diff(&after, &failed), (BTreeSet::new(), BTreeSet::new()));
+    }
+
+    /// A todo backend in-process, over mutual TLS, counting the calls it
+    /// serves, with a health status the test sets.
+    struct FakeTodo {
+        calls: Arc<AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl ToDo for FakeTodo {
+        async fn create_to_do(
+            &self,
+            _: Request<CreateToDoReq>,
+        ) -> Result<Response<CreateToDoRsp>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(CreateToDoRsp::default()))
+        }
+        async fn get_to_do(&self, _: Request<GetToDoReq>) -> Result<Response<GetToDoRsp>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(GetToDoRsp::default()))
+        }
+        async fn delete_to_do(
+            &self,
+            _: Request<DeleteToDoReq>,
+        ) -> Result<Response<DeleteToDoRsp>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(DeleteToDoRsp::default()))
+        }
+        async fn update_to_do(
+            &self,
+            _: Request<UpdateToDoReq>,
+        ) -> Result<Response<UpdateToDoRsp>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(UpdateToDoRsp::default()))
+        }
+        async fn list_to_do(
+            &self,
+            _: Request<ListToDoReq>,
+        ) -> Result<Response<ListToDoRsp>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(ListToDoRsp::default()))
+        }
+    }
+
+    struct Backend {
+        address: SocketAddr,
+        calls: Arc<AtomicUsize>,
+        health: HealthReporter,
+    }
+
+    impl Backend {
+        async fn start(pki: &std::path::Path) -> Self {
+            let read = |name: &str| std::fs::read(pki.join(name)).expect("dev PKI file");
+            let tls = ServerTlsConfig::new()
+                .identity(Identity::from_pem(read(files::TODO_CERT), read(files::TODO_KEY)))
+                .client_ca_root(Certificate::from_pem(read(files::INTERNAL_CA_CERT)));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let address = listener.local_addr().expect("address");
+            let calls = Arc::new(AtomicUsize::new(0));
+            let (health, health_service) = tonic_health::server::health_reporter();
+            health
+                .set_service_status(todoapp_api::service_names::TODO, tonic_health::ServingStatus::Serving)
+                .await;
+            let router = Server::builder()
+                .tls_config(tls)
+                .expect("server TLS")
+                .add_service(health_service)
+                .add_service(ToDoServer::new(FakeTodo {
+                    calls: calls.clone(),
+                }));
+            tokio::spawn(router.serve_with_incoming(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+            ));
+            Self {
+                address,
+                calls,
+                health,
+            }
+        }
+
+        async fn set(&self, status: tonic_health::ServingStatus) {
+            self.health
+                .set_service_status(todoapp_api::service_names::TODO, status)
+                .await;
+        }
+
+        fn take_calls(&self) -> usize {
+            self.calls.swap(0, Ordering::SeqCst)
+        }
+    }
+
+    async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "{what} within 5 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn gets(client: &ToDoClient<Balanced>, n: usize, avoid: Option<SocketAddr>) {
+        for _ in 0..n {
+            let mut request = Request::new(GetToDoReq { id: 1 });
+            if let Some(address) = avoid {
+                request.extensions_mut().insert(AvoidEndpoint(address));
+            }
+            client.clone().get_to_do(request).await.expect("get");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn unhealthy_endpoints_get_no_calls_until_healthy_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = dir.path().join("pki");
+        pki::ensure(&pki, &[]).expect("dev PKI");
+        let (a, b) = (Backend::start(&pki).await, Backend::start(&pki).await);
+        b.set(tonic_health::ServingStatus::NotServing).await;
+
+        let mut settings = GatewayConfig::default().upstream;
+        settings.ca = pki.join(files::INTERNAL_CA_CERT);
+        settings.client_cert = pki.join(files::GATEWAY_CLIENT_CERT);
+        settings.client_key = pki.join(files::GATEWAY_CLIENT_KEY);
+        settings.health_interval_ms = 100;
+        let urls = vec![format!("https://{}", a.address), format!("https://{}", b.address)];
+        settings.todo = Endpoints::Many(urls.clone());
+        let balanced = Balanced::start("upstream.todo", todoapp_api::service_names::TODO, &urls, &settings)
+            .expect("start");
+        let pool = balanced.pool.clone();
+        let client = ToDoClient::new(balanced);
+
+        // B says NOT_SERVING: every call goes to A.
+        gets(&client, 40, None).await;
+        assert_eq!((a.take_calls(), b.take_calls()), (40, 0));
+        assert_eq!(pool.admitted.load(Ordering::SeqCst), 1);
+
+        // Serving again: readmitted, and the balancer uses both.
+        b.set(tonic_health::ServingStatus::Serving).await;
+        until("B readmitted", || pool.admitted.load(Ordering::SeqCst) == 2).await;
+        gets(&client, 200, None).await;
+        let (to_a, to_b) = (a.take_calls(), b.take_calls());
+        assert_eq!(to_a + to_b, 200);
+        assert!(to_a >= 50 && to_b >= 50, "not balanced: {to_a} / {to_b}");
+
+        // A retry marked as avoiding A goes to B, the other admitted one.
+        gets(&client, 20, Some(a.address)).await;
+        assert_eq!((a.take_calls(), b.take_calls()), (0, 20));
+
+        // A turns unhealthy: ejected, no call reaches it.
+        a.set(tonic_health::ServingStatus::NotServing).await;
+        until("A ejected", || pool.admitted.load(Ordering::SeqCst) == 1).await;
+        gets(&client, 40, None).await;
+        assert_eq!((a.take_calls(), b.take_calls()), (0, 40));
+
+        // With none healthy, calls fail promptly as a connection failure
+        // (the gateway's UNAVAILABLE), not a hang.
+        b.set(tonic_health::ServingStatus::NotServing).await;
+        until("B ejected", || pool.admitted.load(Ordering::SeqCst) == 0).await;
+        let started = std::time::Instant::now();
+        let status = client
+            .clone()
+            .get_to_do(Request::new(GetToDoReq { id: 1 }))
+            .await
+            .expect_err("no healthy endpoint");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(
+            std::error::Error::source(&status).is_some(),
+            "not a transport failure: {status:?}"
+        );
+        assert_eq!((a.take_calls(), b.take_calls()), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_endpoint_that_goes_down_is_ejected_and_the_retry_names_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = dir.path().join("pki");
+        pki::ensure(&pki, &[]).expect("dev PKI");
+        let a = Backend::start(&pki).await;
+        // Nothing listens here.
+        let down = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let mut settings = GatewayConfig::default().upstream;
+        settings.ca = pki.join(files::INTERNAL_CA_CERT);
+        settings.client_cert = pki.join(files::GATEWAY_CLIENT_CERT);
+        settings.client_key = pki.join(files::GATEWAY_CLIENT_KEY);
+        // Rounds far apart: only failed calls can eject it here.
+        settings.health_interval_ms = 3_600_000;
+        let urls = vec![format!("https://{}", a.address), format!("https://{down}")];
+        let balanced = Balanced::start("upstream.todo", todoapp_api::service_names::TODO, &urls, &settings)
+            .expect("start");
+        let pool = balanced.pool.clone();
+        until("the first round", || *pool.rounds.borrow() >= 1).await;
+        assert_eq!(pool.admitted.load(Ordering::SeqCst), 1, "the first round admits A only");
+
+        // Admit the dead endpoint as if it had just been healthy: calls to
+        // it fail on the connection, name it, and eject it after
+        // `eject_after_failures` in a row.
+        pool.admit(down);
+        let client = ToDoClient::new(balanced);
+        let mut failures = 0;
+        for _ in 0..200 {
+            if pool.admitted.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            if let Err(status) = client.clone().get_to_do(Request::new(GetToDoReq { id: 1 })).await {
+                assert_eq!(failed_endpoint(&status), Some(down), "{status:?}");
+                failures += 1;
+                if failures < settings.eject_after_failures {
+                    assert_eq!(pool.admitted.load(Ordering::SeqCst), 2, "ejected too early");
+                }
+            }
+        }
+        until("the dead endpoint ejected", || pool.admitted.load(Ordering::SeqCst) == 1).await;
+        assert!(failures >= settings.eject_after_failures, "{failures} failures");
+        a.take_calls();
+        gets(&client, 20, None).await;
+        assert_eq!(a.take_calls(), 20);
+    }
 }
