@@ -8,14 +8,13 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{free_addr, wait_for_port, Proc, Workspace};
 use todoapp_api::{CreateToDoReq, GetToDoReq, ListToDoReq, ToDoEntry, UpdateToDoReq};
 use todoapp_e2e::client::{authed, connect};
 use todoapp_e2e::scenarios::Ctx;
-use tonic::Code;
 
 /// One user drives the whole load: lift the per-user fair share so that
 /// RESOURCE_EXHAUSTED does not stand in for the failures counted here.
@@ -74,7 +73,12 @@ struct Seen {
     entries: BTreeMap<i32, BTreeSet<String>>,
 }
 
-async fn client_load(ctx: Arc<Ctx>, token: Arc<String>, client: usize, stop: Arc<AtomicBool>) -> Seen {
+async fn client_load(
+    ctx: Arc<Ctx>,
+    token: Arc<String>,
+    client: usize,
+    stop: Arc<AtomicBool>,
+) -> Seen {
     let mut seen = Seen::default();
     let todos = ctx.todos();
     for n in 0..MAX_CALLS_PER_CLIENT {
@@ -184,7 +188,12 @@ async fn kill_9_of_one_todo_instance_fails_no_read_and_its_restart_is_balanced_a
             }
         })
         .collect();
-    let user_config = ws.user_config(user, &user_db, "", "memory_kib = 1024\niterations = 1\nparallelism = 1\n");
+    let user_config = ws.user_config(
+        user,
+        &user_db,
+        "",
+        "memory_kib = 1024\niterations = 1\nparallelism = 1\n",
+    );
     let gateway_config = ws.gateway_config_endpoints(
         gateway,
         &[format!("https://{user}")],
@@ -221,7 +230,10 @@ async fn kill_9_of_one_todo_instance_fails_no_read_and_its_restart_is_balanced_a
         })
         .collect();
     tokio::time::sleep(KILL_AFTER).await;
-    let before_kill = [todo_calls(instances[0].proc()), todo_calls(instances[1].proc())];
+    let before_kill = [
+        todo_calls(instances[0].proc()),
+        todo_calls(instances[1].proc()),
+    ];
     instances[1].kill_9();
     tokio::time::sleep(LOAD_TIME - KILL_AFTER).await;
     stop.store(true, Ordering::Relaxed);
@@ -246,7 +258,10 @@ async fn kill_9_of_one_todo_instance_fails_no_read_and_its_restart_is_balanced_a
         before_kill.iter().all(|&n| n >= 20),
         "both instances served calls before the kill: {before_kill:?}"
     );
-    assert!(reads >= 200 && writes >= 200, "too little load to tell: {reads} reads, {writes} writes");
+    assert!(
+        reads >= 200 && writes >= 200,
+        "too little load to tell: {reads} reads, {writes} writes"
+    );
     assert!(failed_reads.is_empty(), "reads failed: {failed_reads:?}");
     assert!(
         failed_writes.keys().all(|code| *code == "Unavailable"),
@@ -274,7 +289,10 @@ async fn kill_9_of_one_todo_instance_fails_no_read_and_its_restart_is_balanced_a
         .await
         .expect("list")
         .into_inner();
-    assert!(listed.next_page_token.is_empty(), "more entries than one page");
+    assert!(
+        listed.next_page_token.is_empty(),
+        "more entries than one page"
+    );
     let stored: BTreeMap<i32, String> = listed
         .items
         .into_iter()
@@ -313,7 +331,10 @@ async fn kill_9_of_one_todo_instance_fails_no_read_and_its_restart_is_balanced_a
             .expect("list while readmitting");
     }
     let readmitted_after = restarted.elapsed();
-    let start_counts = [todo_calls(instances[0].proc()), todo_calls(instances[1].proc())];
+    let start_counts = [
+        todo_calls(instances[0].proc()),
+        todo_calls(instances[1].proc()),
+    ];
     for _ in 0..200 {
         todos
             .clone()

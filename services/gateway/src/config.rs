@@ -133,7 +133,10 @@ impl GatewayConfig {
             for url in urls {
                 let target = crate::upstream::Target::parse(key, url)?;
                 if !seen.insert(target) {
-                    return Err(ConfigError::invalid(key, format!("`{url}` is listed twice")));
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("`{url}` is listed twice"),
+                    ));
                 }
             }
         }
@@ -149,10 +152,7 @@ impl GatewayConfig {
             ("upstream.resolve_interval_ms", upstream.resolve_interval_ms),
         ] {
             if !(100..=3_600_000).contains(&value) {
-                return Err(ConfigError::invalid(
-                    key,
-                    "must be between 100 and 3600000",
-                ));
+                return Err(ConfigError::invalid(key, "must be between 100 and 3600000"));
             }
         }
         if !(1..=100).contains(&upstream.eject_after_failures) {

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify};
 use todoapp_runtime::server::BoxError;
 use todoapp_runtime::ConfigError;
+use tokio::sync::{mpsc, watch, Notify};
 use tonic::body::Body;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -65,7 +65,8 @@ pub struct Target {
 
 impl Target {
     pub fn parse(key: &'static str, url: &str) -> Result<Self, ConfigError> {
-        let invalid = || ConfigError::invalid(key, format!("`{url}` is not an https://HOST:PORT URL"));
+        let invalid =
+            || ConfigError::invalid(key, format!("`{url}` is not an https://HOST:PORT URL"));
         let uri: Uri = url.parse().map_err(|_| invalid())?;
         let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(invalid)?;
         if uri.scheme_str() != Some("https")
@@ -74,7 +75,10 @@ impl Target {
             return Err(invalid());
         }
         Ok(Self {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port: uri.port_u16().unwrap_or(443),
         })
     }
@@ -274,17 +278,19 @@ impl http_body::Body for WatchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, EndpointError>>> {
         let this = &mut *self;
-        Poll::Ready(match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => Some(Ok(frame)),
-            Some(Err(status)) => {
-                this.failures.failed(&status);
-                Some(Err(EndpointError {
-                    endpoint: this.failures.address,
-                    source: status.into(),
-                }))
-            }
-            None => None,
-        })
+        Poll::Ready(
+            match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => Some(Ok(frame)),
+                Some(Err(status)) => {
+                    this.failures.failed(&status);
+                    Some(Err(EndpointError {
+                        endpoint: this.failures.address,
+                        source: status.into(),
+                    }))
+                }
+                None => None,
+            },
+        )
     }
 
     fn is_end_stream(&self) -> bool {
@@ -594,10 +600,8 @@ impl Balanced {
             Ok::<_, std::convert::Infallible>,
         );
         let balance = tower::balance::p2c::Balance::new(discover);
-        let balancer = tower::buffer::Buffer::new(
-            tower::util::BoxService::new(balance),
-            BALANCER_QUEUE,
-        );
+        let balancer =
+            tower::buffer::Buffer::new(tower::util::BoxService::new(balance), BALANCER_QUEUE);
         let pool = Arc::new(Pool {
             upstream: key,
             members: Mutex::new(BTreeMap::new()),
@@ -706,9 +710,18 @@ mod tests {
         };
         assert_eq!(parse("https://127.0.0.1:50062"), target("127.0.0.1", 50062));
         assert_eq!(parse("https://[::1]:7"), target("::1", 7));
-        assert_eq!(parse("https://todo.internal:7/"), target("todo.internal", 7));
+        assert_eq!(
+            parse("https://todo.internal:7/"),
+            target("todo.internal", 7)
+        );
         assert_eq!(parse("https://todo"), target("todo", 443));
-        for bad in ["http://127.0.0.1:1", "127.0.0.1:1", "https://", "https://h:1/path", ""] {
+        for bad in [
+            "http://127.0.0.1:1",
+            "127.0.0.1:1",
+            "https://",
+            "https://h:1/path",
+            "",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
         let refusal = Target::parse("upstream.todo", "ftp://x").expect_err("refused");
@@ -727,12 +740,10 @@ mod tests {
             port: 1,
         };
         let targets = [localhost.clone(), fixed.clone()];
-        let resolved = tokio::time::timeout(
-            Duration::from_secs(5),
-            resolve(&targets, &BTreeMap::new()),
-        )
-        .await
-        .expect("localhost resolves at once");
+        let resolved =
+            tokio::time::timeout(Duration::from_secs(5), resolve(&targets, &BTreeMap::new()))
+                .await
+                .expect("localhost resolves at once");
         // Every record the system has for the name (127.0.0.1, and ::1
         // where /etc/hosts lists it), plus the fixed address.
         let mut expected: BTreeSet<SocketAddr> = ("localhost", port)
@@ -741,17 +752,17 @@ mod tests {
             .collect();
         assert!(expected.contains(&"127.0.0.1:50999".parse().expect("address")));
         expected.insert("127.0.0.7:1".parse().expect("address"));
-        assert_eq!(
-            resolved.keys().copied().collect::<BTreeSet<_>>(),
-            expected
-        );
+        assert_eq!(resolved.keys().copied().collect::<BTreeSet<_>>(), expected);
 
         // The name now resolves to one other address: one added, the
         // others removed; the fixed address stays.
         let moved: SocketAddr = "127.0.0.9:50999".parse().expect("address");
         let after = addresses(
             &targets,
-            vec![Ok(vec![moved]), Ok(vec!["127.0.0.7:1".parse().expect("address")])],
+            vec![
+                Ok(vec![moved]),
+                Ok(vec!["127.0.0.7:1".parse().expect("address")]),
+            ],
             &resolved,
         );
         let (added, removed) = diff(&resolved, &after);
@@ -825,7 +836,10 @@ mod tests {
         async fn start(pki: &std::path::Path) -> Self {
             let read = |name: &str| std::fs::read(pki.join(name)).expect("dev PKI file");
             let tls = ServerTlsConfig::new()
-                .identity(Identity::from_pem(read(files::TODO_CERT), read(files::TODO_KEY)))
+                .identity(Identity::from_pem(
+                    read(files::TODO_CERT),
+                    read(files::TODO_KEY),
+                ))
                 .client_ca_root(Certificate::from_pem(read(files::INTERNAL_CA_CERT)));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -834,7 +848,10 @@ mod tests {
             let calls = Arc::new(AtomicUsize::new(0));
             let (health, health_service) = tonic_health::server::health_reporter();
             health
-                .set_service_status(todoapp_api::service_names::TODO, tonic_health::ServingStatus::Serving)
+                .set_service_status(
+                    todoapp_api::service_names::TODO,
+                    tonic_health::ServingStatus::Serving,
+                )
                 .await;
             let router = Server::builder()
                 .tls_config(tls)
@@ -843,9 +860,10 @@ mod tests {
                 .add_service(ToDoServer::new(FakeTodo {
                     calls: calls.clone(),
                 }));
-            tokio::spawn(router.serve_with_incoming(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-            ));
+            tokio::spawn(
+                router
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
             Self {
                 address,
                 calls,
@@ -895,10 +913,18 @@ mod tests {
         settings.client_cert = pki.join(files::GATEWAY_CLIENT_CERT);
         settings.client_key = pki.join(files::GATEWAY_CLIENT_KEY);
         settings.health_interval_ms = 100;
-        let urls = vec![format!("https://{}", a.address), format!("https://{}", b.address)];
+        let urls = vec![
+            format!("https://{}", a.address),
+            format!("https://{}", b.address),
+        ];
         settings.todo = Endpoints::Many(urls.clone());
-        let balanced = Balanced::start("upstream.todo", todoapp_api::service_names::TODO, &urls, &settings)
-            .expect("start");
+        let balanced = Balanced::start(
+            "upstream.todo",
+            todoapp_api::service_names::TODO,
+            &urls,
+            &settings,
+        )
+        .expect("start");
         let pool = balanced.pool.clone();
         let client = ToDoClient::new(balanced);
 
@@ -960,11 +986,20 @@ mod tests {
         // Rounds far apart: only failed calls can eject it here.
         settings.health_interval_ms = 3_600_000;
         let urls = vec![format!("https://{}", a.address), format!("https://{down}")];
-        let balanced = Balanced::start("upstream.todo", todoapp_api::service_names::TODO, &urls, &settings)
-            .expect("start");
+        let balanced = Balanced::start(
+            "upstream.todo",
+            todoapp_api::service_names::TODO,
+            &urls,
+            &settings,
+        )
+        .expect("start");
         let pool = balanced.pool.clone();
         until("the first round", || *pool.rounds.borrow() >= 1).await;
-        assert_eq!(pool.admitted.load(Ordering::SeqCst), 1, "the first round admits A only");
+        assert_eq!(
+            pool.admitted.load(Ordering::SeqCst),
+            1,
+            "the first round admits A only"
+        );
 
         // Admit the dead endpoint as if it had just been healthy: calls to
         // it fail on the connection, name it, and eject it after
@@ -976,7 +1011,11 @@ mod tests {
             if pool.admitted.load(Ordering::SeqCst) == 1 {
                 break;
             }
-            if let Err(status) = client.clone().get_to_do(Request::new(GetToDoReq { id: 1 })).await {
+            if let Err(status) = client
+                .clone()
+                .get_to_do(Request::new(GetToDoReq { id: 1 }))
+                .await
+            {
                 assert_eq!(failed_endpoint(&status), Some(down), "{status:?}");
                 failures += 1;
                 if failures < settings.eject_after_failures {
@@ -984,8 +1023,14 @@ mod tests {
                 }
             }
         }
-        until("the dead endpoint ejected", || pool.admitted.load(Ordering::SeqCst) == 1).await;
-        assert!(failures >= settings.eject_after_failures, "{failures} failures");
+        until("the dead endpoint ejected", || {
+            pool.admitted.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        assert!(
+            failures >= settings.eject_after_failures,
+            "{failures} failures"
+        );
         a.take_calls();
         gets(&client, 20, None).await;
         assert_eq!(a.take_calls(), 20);
