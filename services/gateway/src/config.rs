@@ -195,3 +195,51 @@ impl GatewayConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(upstream: &str) -> Result<GatewayConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, format!("[upstream]\n{upstream}\n")).expect("write");
+        let config: GatewayConfig = todoapp_runtime::config::load("gateway", Some(&file))?;
+        config.validate(FileChecks::Skip)?;
+        Ok(config)
+    }
+
+    fn refusal(upstream: &str) -> String {
+        load(upstream).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn upstreams_take_one_url_or_a_list() {
+        let config = load("todo = \"https://10.0.0.2:50062\"").expect("one URL");
+        assert_eq!(config.upstream.todo.urls(), ["https://10.0.0.2:50062"]);
+        assert_eq!(config.upstream.user.urls(), ["https://127.0.0.1:50061"]);
+        let config = load(
+            "todo = [\"https://10.0.0.2:50062\", \"https://[fd00::3]:50062\", \"https://todo.internal:50062\"]\nhealth_interval_ms = 250\nresolve_interval_ms = 30000\neject_after_failures = 5",
+        )
+        .expect("a list");
+        assert_eq!(config.upstream.todo.urls().len(), 3);
+        assert_eq!(
+            (
+                config.upstream.health_interval_ms,
+                config.upstream.resolve_interval_ms,
+                config.upstream.eject_after_failures
+            ),
+            (250, 30000, 5)
+        );
+    }
+
+    #[test]
+    fn bad_upstreams_are_refused_naming_the_setting() {
+        assert!(refusal("todo = []").contains("upstream.todo"));
+        assert!(refusal("user = [\"https://a:1\", \"https://a:1/\"]").contains("listed twice"));
+        assert!(refusal("todo = [\"https://a:1\", \"http://b:1\"]").contains("upstream.todo"));
+        assert!(refusal("health_interval_ms = 10").contains("upstream.health_interval_ms"));
+        assert!(refusal("resolve_interval_ms = 0").contains("upstream.resolve_interval_ms"));
+        assert!(refusal("eject_after_failures = 0").contains("upstream.eject_after_failures"));
+    }
+}
