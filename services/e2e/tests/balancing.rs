@@ -277,27 +277,7 @@ async fn kill_9_of_one_todo_instance_fails_no_read_and_its_restart_is_balanced_a
     );
 
     // Every acknowledged write is there, through the surviving instance.
-    let listed = ctx
-        .todos()
-        .list_to_do(authed(
-            ListToDoReq {
-                limit: 1000,
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .expect("list")
-        .into_inner();
-    assert!(
-        listed.next_page_token.is_empty(),
-        "more entries than one page"
-    );
-    let stored: BTreeMap<i32, String> = listed
-        .items
-        .into_iter()
-        .map(|item| (item.id, item.title))
-        .collect();
+    let stored = support::stored_titles(&ctx, &token).await;
     let mut acknowledged = 0;
     for s in &seen {
         for (id, titles) in &s.entries {

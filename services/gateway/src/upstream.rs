@@ -790,39 +790,41 @@ mod tests {
         calls: Arc<AtomicUsize>,
     }
 
+    impl FakeTodo {
+        fn counted<T: Default>(&self) -> Result<Response<T>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(T::default()))
+        }
+    }
+
     #[tonic::async_trait]
     impl ToDo for FakeTodo {
         async fn create_to_do(
             &self,
             _: Request<CreateToDoReq>,
         ) -> Result<Response<CreateToDoRsp>, Status> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Response::new(CreateToDoRsp::default()))
+            self.counted()
         }
         async fn get_to_do(&self, _: Request<GetToDoReq>) -> Result<Response<GetToDoRsp>, Status> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Response::new(GetToDoRsp::default()))
+            self.counted()
         }
         async fn delete_to_do(
             &self,
             _: Request<DeleteToDoReq>,
         ) -> Result<Response<DeleteToDoRsp>, Status> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Response::new(DeleteToDoRsp::default()))
+            self.counted()
         }
         async fn update_to_do(
             &self,
             _: Request<UpdateToDoReq>,
         ) -> Result<Response<UpdateToDoRsp>, Status> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Response::new(UpdateToDoRsp::default()))
+            self.counted()
         }
         async fn list_to_do(
             &self,
             _: Request<ListToDoReq>,
         ) -> Result<Response<ListToDoRsp>, Status> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Response::new(ListToDoRsp::default()))
+            self.counted()
         }
     }
 

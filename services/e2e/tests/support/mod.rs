@@ -164,6 +164,35 @@ impl Workspace {
     }
 }
 
+/// Every entry of the token's user as id → title, from one page of
+/// ListToDo (there must not be a second).
+pub async fn stored_titles(
+    ctx: &todoapp_e2e::scenarios::Ctx,
+    token: &str,
+) -> std::collections::BTreeMap<i32, String> {
+    let listed = ctx
+        .todos()
+        .list_to_do(todoapp_e2e::client::authed(
+            todoapp_api::ListToDoReq {
+                limit: 1000,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        listed.next_page_token.is_empty(),
+        "more entries than one page"
+    );
+    listed
+        .items
+        .into_iter()
+        .map(|item| (item.id, item.title))
+        .collect()
+}
+
 /// One URL as a TOML string (the single-URL form), several as an array.
 fn toml_urls(urls: &[String]) -> String {
     match urls {
