@@ -884,6 +884,30 @@ mod tests {
         }
     }
 
+    /// A todo upstream over `addresses` with the dev PKI's client identity;
+    /// also its `eject_after_failures`.
+    fn balanced_over(
+        pki: &std::path::Path,
+        addresses: &[SocketAddr],
+        health_interval_ms: u64,
+    ) -> (Balanced, u32) {
+        let mut settings = GatewayConfig::default().upstream;
+        settings.ca = pki.join(files::INTERNAL_CA_CERT);
+        settings.client_cert = pki.join(files::GATEWAY_CLIENT_CERT);
+        settings.client_key = pki.join(files::GATEWAY_CLIENT_KEY);
+        settings.health_interval_ms = health_interval_ms;
+        let urls: Vec<String> = addresses.iter().map(|a| format!("https://{a}")).collect();
+        settings.todo = Endpoints::Many(urls.clone());
+        let balanced = Balanced::start(
+            "upstream.todo",
+            todoapp_api::service_names::TODO,
+            &urls,
+            &settings,
+        )
+        .expect("start");
+        (balanced, settings.eject_after_failures)
+    }
+
     async fn until(what: &str, mut condition: impl FnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !condition() {
@@ -910,23 +934,7 @@ mod tests {
         let (a, b) = (Backend::start(&pki).await, Backend::start(&pki).await);
         b.set(tonic_health::ServingStatus::NotServing).await;
 
-        let mut settings = GatewayConfig::default().upstream;
-        settings.ca = pki.join(files::INTERNAL_CA_CERT);
-        settings.client_cert = pki.join(files::GATEWAY_CLIENT_CERT);
-        settings.client_key = pki.join(files::GATEWAY_CLIENT_KEY);
-        settings.health_interval_ms = 100;
-        let urls = vec![
-            format!("https://{}", a.address),
-            format!("https://{}", b.address),
-        ];
-        settings.todo = Endpoints::Many(urls.clone());
-        let balanced = Balanced::start(
-            "upstream.todo",
-            todoapp_api::service_names::TODO,
-            &urls,
-            &settings,
-        )
-        .expect("start");
+        let (balanced, _) = balanced_over(&pki, &[a.address, b.address], 100);
         let pool = balanced.pool.clone();
         let client = ToDoClient::new(balanced);
 
@@ -981,20 +989,8 @@ mod tests {
         let down = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port");
-        let mut settings = GatewayConfig::default().upstream;
-        settings.ca = pki.join(files::INTERNAL_CA_CERT);
-        settings.client_cert = pki.join(files::GATEWAY_CLIENT_CERT);
-        settings.client_key = pki.join(files::GATEWAY_CLIENT_KEY);
         // Rounds far apart: only failed calls can eject it here.
-        settings.health_interval_ms = 3_600_000;
-        let urls = vec![format!("https://{}", a.address), format!("https://{down}")];
-        let balanced = Balanced::start(
-            "upstream.todo",
-            todoapp_api::service_names::TODO,
-            &urls,
-            &settings,
-        )
-        .expect("start");
+        let (balanced, eject_after_failures) = balanced_over(&pki, &[a.address, down], 3_600_000);
         let pool = balanced.pool.clone();
         until("the first round", || *pool.rounds.borrow() >= 1).await;
         assert_eq!(
@@ -1020,7 +1016,7 @@ mod tests {
             {
                 assert_eq!(failed_endpoint(&status), Some(down), "{status:?}");
                 failures += 1;
-                if failures < settings.eject_after_failures {
+                if failures < eject_after_failures {
                     assert_eq!(pool.admitted.load(Ordering::SeqCst), 2, "ejected too early");
                 }
             }
@@ -1029,10 +1025,7 @@ mod tests {
             pool.admitted.load(Ordering::SeqCst) == 1
         })
         .await;
-        assert!(
-            failures >= settings.eject_after_failures,
-            "{failures} failures"
-        );
+        assert!(failures >= eject_after_failures, "{failures} failures");
         a.take_calls();
         gets(&client, 20, None).await;
         assert_eq!(a.take_calls(), 20);
