@@ -685,6 +685,41 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_retry_avoids_the_endpoint_that_failed() {
+        let failed: std::net::SocketAddr = "127.0.0.1:9".parse().expect("address");
+        let avoided = std::sync::Mutex::new(Vec::new());
+        let result = call_settings()
+            .upstream(Request::new(()), None)
+            .send(Retry::Safe, |request| {
+                let mut avoided = avoided.lock().expect("lock");
+                avoided.push(request.extensions().get::<AvoidEndpoint>().map(|a| a.0));
+                let first = avoided.len() == 1;
+                async move {
+                    if first {
+                        Err(Status::from_error(Box::new(
+                            crate::upstream::EndpointError {
+                                endpoint: failed,
+                                source: Box::new(std::io::Error::new(
+                                    std::io::ErrorKind::ConnectionReset,
+                                    "connection reset",
+                                )),
+                            },
+                        )))
+                    } else {
+                        Ok(Response::new(7))
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result.expect("retried").into_inner(), 7);
+        assert_eq!(
+            avoided.into_inner().expect("lock"),
+            [None, Some(failed)],
+            "the first attempt avoids nothing, the retry the failed endpoint"
+        );
+    }
+
     #[test]
     fn client_deadlines_are_passed_on_capped_by_the_request_timeout() {
         let upstream_timeout = |grpc_timeout: Option<&str>| {

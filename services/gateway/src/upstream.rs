@@ -161,7 +161,7 @@ pub struct AvoidEndpoint(pub SocketAddr);
 #[derive(Debug)]
 pub struct EndpointError {
     pub endpoint: SocketAddr,
-    source: BoxError,
+    pub source: BoxError,
 }
 
 impl std::fmt::Display for EndpointError {
