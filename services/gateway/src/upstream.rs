@@ -92,18 +92,27 @@ impl Target {
 }
 
 /// Every address of `targets`: fixed ones as they are, names by a lookup
-/// of all their A/AAAA records.
+/// of all their A/AAAA records, each lookup bounded by `limit` (a hung
+/// resolver must not stall the health checks).
 pub async fn resolve(
     targets: &[Target],
     previous: &BTreeMap<SocketAddr, Target>,
+    limit: Duration,
 ) -> BTreeMap<SocketAddr, Target> {
     let mut lookups = Vec::with_capacity(targets.len());
     for target in targets {
         lookups.push(match target.address() {
             Some(address) => Ok(vec![address]),
-            None => tokio::net::lookup_host((target.host.as_str(), target.port))
-                .await
-                .map(Iterator::collect),
+            None => {
+                let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+                match tokio::time::timeout(limit, lookup).await {
+                    Ok(found) => found.map(Iterator::collect),
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "lookup timed out",
+                    )),
+                }
+            }
         });
     }
     addresses(targets, lookups, previous)
@@ -526,7 +535,7 @@ async fn supervise(
 ) {
     // The first resolution and health round before anything else: calls
     // that arrive meanwhile wait for this round.
-    let mut resolved = resolve(&targets, &BTreeMap::new()).await;
+    let mut resolved = resolve(&targets, &BTreeMap::new(), pool.check_timeout).await;
     pool.update(&BTreeMap::new(), &resolved, &factory);
     pool.health_round(health_service).await;
     let mut last_round = tokio::time::Instant::now();
@@ -541,7 +550,7 @@ async fn supervise(
                 if !has_names {
                     continue;
                 }
-                let now = resolve(&targets, &resolved).await;
+                let now = resolve(&targets, &resolved, pool.check_timeout).await;
                 if now == resolved {
                     continue;
                 }
@@ -740,10 +749,12 @@ mod tests {
             port: 1,
         };
         let targets = [localhost.clone(), fixed.clone()];
-        let resolved =
-            tokio::time::timeout(Duration::from_secs(5), resolve(&targets, &BTreeMap::new()))
-                .await
-                .expect("localhost resolves at once");
+        let resolved = tokio::time::timeout(
+            Duration::from_secs(5),
+            resolve(&targets, &BTreeMap::new(), Duration::from_secs(2)),
+        )
+        .await
+        .expect("localhost resolves at once");
         // Every record the system has for the name (127.0.0.1, and ::1
         // where /etc/hosts lists it), plus the fixed address.
         let mut expected: BTreeSet<SocketAddr> = ("localhost", port)
