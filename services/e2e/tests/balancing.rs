@@ -209,7 +209,13 @@ async fn kill_9_of_one_todo_instance_fails_no_read_and_its_restart_is_balanced_a
     for instance in &mut instances {
         instance.start();
     }
-    let gateway_proc = Proc::service("gateway", &gateway_config);
+    // Debug lines of the gateway's own code show its retries.
+    let mut gateway_command = std::process::Command::new(support::bin("todoapp-gateway"));
+    gateway_command
+        .arg("--config")
+        .arg(&gateway_config)
+        .env("RUST_LOG", "info,todoapp_gateway=debug");
+    let gateway_proc = Proc::spawn(gateway_command);
     wait_for_port(user, Duration::from_secs(60));
     wait_for_port(gateway, Duration::from_secs(30));
 
@@ -266,6 +272,15 @@ async fn kill_9_of_one_todo_instance_fails_no_read_and_its_restart_is_balanced_a
     assert!(
         failed_writes.keys().all(|code| *code == "Unavailable"),
         "a write failed other than UNAVAILABLE: {failed_writes:?}"
+    );
+    let retries = gateway_proc
+        .log()
+        .matches("backend connection failed; retrying once")
+        .count();
+    println!("the gateway retried {retries} calls");
+    assert!(
+        retries > 0,
+        "the kill interrupted no call: the test proved nothing"
     );
     let killed = format!("endpoint={}", instances[1].listen);
     assert!(
