@@ -291,6 +291,8 @@ let
       description = "${description} `null` keeps the service's default (${toString serviceDefault}).";
     };
   setOnly = lib.filterAttrs (_: v: v != null);
+  # One backend URL, or the URLs of several instances.
+  upstreamEndpoints = types.either types.str (types.nonEmptyListOf types.str);
 
   credentialAssertions =
     name:
@@ -346,19 +348,32 @@ in
     gateway = commonOptions "gateway" 50051 // {
       upstream = {
         user = mkOption {
-          type = types.str;
+          type = upstreamEndpoints;
           default = "https://127.0.0.1:${toString cfg.user.port}";
           defaultText = literalExpression ''"https://127.0.0.1:''${toString config.services.todoapp.user.port}"'';
-          example = "https://backend.internal:50061";
-          description = "URL of the user service.";
+          example = [
+            "https://10.0.0.2:50061"
+            "https://10.0.0.3:50061"
+          ];
+          description = ''
+            URL of the user service, or a list of URLs of its instances: the
+            gateway balances over every address listed and every A/AAAA
+            record of every name listed (re-resolved periodically).
+          '';
         };
         todo = mkOption {
-          type = types.str;
+          type = upstreamEndpoints;
           default = "https://127.0.0.1:${toString cfg.todo.port}";
           defaultText = literalExpression ''"https://127.0.0.1:''${toString config.services.todoapp.todo.port}"'';
-          example = "https://backend.internal:50062";
-          description = "URL of the todo service.";
+          example = [
+            "https://10.0.0.2:50062"
+            "https://10.0.0.3:50062"
+          ];
+          description = "URL of the todo service, or a list of URLs of its instances (as {option}`upstream.user`).";
         };
+        healthIntervalMs = positiveOrDefault 1000 "How often the gateway health-checks every backend endpoint (`upstream.health_interval_ms`).";
+        resolveIntervalMs = positiveOrDefault 5000 "How often host names in the upstream URLs are resolved again (`upstream.resolve_interval_ms`).";
+        ejectAfterFailures = positiveOrDefault 2 "Calls in a row failing on an endpoint's connection that eject it until it is healthy again (`upstream.eject_after_failures`).";
         serverName = mkOption {
           type = types.nullOr types.str;
           default = null;
@@ -456,7 +471,15 @@ in
               }
               // lib.optionalAttrs (cfg.gateway.upstream.serverName != null) {
                 server_name = cfg.gateway.upstream.serverName;
-              };
+              }
+              // (
+                with cfg.gateway.upstream;
+                setOnly {
+                  health_interval_ms = healthIntervalMs;
+                  resolve_interval_ms = resolveIntervalMs;
+                  eject_after_failures = ejectAfterFailures;
+                }
+              );
               jwt.public_keys = lib.genList (i: "jwt-${toString i}.pub") (
                 builtins.length cfg.gateway.jwt.publicKeyFiles
               );

@@ -160,7 +160,11 @@ let
       gateway = allOnOneHost.services.todoapp.gateway // {
         upstream = allOnOneHost.services.todoapp.gateway.upstream // {
           user = "https://db:50061";
-          todo = "https://db:50062";
+          todo = [
+            "https://db:50062"
+            "https://192.168.1.2:50062"
+          ];
+          healthIntervalMs = 500;
           serverName = "backend";
           allowedAddresses = [ "192.168.1.2" ];
         };
@@ -334,6 +338,15 @@ let
       && builtins.attrNames gatewayOnly.systemd.services == [ "todoapp-gateway" ];
     "gateway only: upstream" =
       gatewayOnly.services.todoapp.gateway.settings.upstream.server_name == "backend"
+      && gatewayOnly.services.todoapp.gateway.settings.upstream.user == "https://db:50061"
+      &&
+        gatewayOnly.services.todoapp.gateway.settings.upstream.todo == [
+          "https://db:50062"
+          "https://192.168.1.2:50062"
+        ]
+      && gatewayOnly.services.todoapp.gateway.settings.upstream.health_interval_ms == 500
+      && !(gatewayOnly.services.todoapp.gateway.settings.upstream ? eject_after_failures)
+      && !(single.services.todoapp.gateway.settings.upstream ? health_interval_ms)
       && gatewayOnly.systemd.services.todoapp-gateway.serviceConfig.IPAddressAllow == [ "192.168.1.2" ];
     "createLocally + TCP: no failed assertions" = failedAssertions tcpWithLocal == [ ];
     "createLocally + TCP: network for the TCP backend" =

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{free_addr, wait_for_port, Proc, Workspace};
-use todoapp_api::{CreateToDoReq, ListToDoReq, LoginReq, RegisterReq, ToDoEntry};
+use todoapp_api::{CreateToDoReq, LoginReq, RegisterReq, ToDoEntry};
 use todoapp_e2e::client::{authed, connect_from};
 use todoapp_e2e::scenarios::accounts::stranger_cannot_lock_out_the_owner;
 use todoapp_e2e::scenarios::Ctx;
@@ -253,23 +253,7 @@ async fn kill_9_under_create_load(user_db: String, todo_db: String) {
 
     let acknowledged = acknowledged.lock().expect("lock").clone();
     assert_eq!(acknowledged.len(), WORKERS * PER_WORKER);
-    let listed = ctx
-        .todos()
-        .list_to_do(authed(
-            ListToDoReq {
-                limit: 1000,
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .expect("list")
-        .into_inner();
-    let stored: BTreeMap<i32, String> = listed
-        .items
-        .into_iter()
-        .map(|item| (item.id, item.title))
-        .collect();
+    let stored = support::stored_titles(&ctx, &token).await;
     let titles: BTreeSet<&String> = stored.values().collect();
     assert_eq!(titles.len(), stored.len(), "an entry was stored twice");
     assert_eq!(

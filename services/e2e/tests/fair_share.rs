@@ -113,11 +113,18 @@ fn serve_backend(ws: &Workspace, addr: SocketAddr, backend: CountingBackend) {
             read(files::TODO_KEY),
         ))
         .client_ca_root(Certificate::from_pem(read(files::INTERNAL_CA_CERT)));
+    // Serving `grpc.health.v1` too, as the real backends do: the gateway
+    // sends calls only to endpoints whose health check passes.
+    let (health, health_service) = tonic_health::server::health_reporter();
     let server = Server::builder()
         .tls_config(tls)
         .expect("server tls")
+        .add_service(health_service)
         .add_service(ToDoServer::new(backend));
-    tokio::spawn(server.serve(addr));
+    tokio::spawn(async move {
+        health.set_serving::<ToDoServer<CountingBackend>>().await;
+        server.serve(addr).await
+    });
 }
 
 /// A gateway process in front of the counting backend (the user service

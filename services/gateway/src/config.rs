@@ -26,8 +26,8 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
-    pub user: String,
-    pub todo: String,
+    pub user: Endpoints,
+    pub todo: Endpoints,
     pub ca: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
@@ -37,6 +37,31 @@ pub struct UpstreamSettings {
     pub server_name: Option<String>,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// How often every endpoint is health-checked (`grpc.health.v1`).
+    pub health_interval_ms: u64,
+    /// How often host names in the URLs are resolved again.
+    pub resolve_interval_ms: u64,
+    /// Calls in a row failing on an endpoint's connection that eject it
+    /// until it passes a health check again.
+    pub eject_after_failures: u32,
+}
+
+/// One backend URL, or a list of them: every address listed and every
+/// A/AAAA record of every name listed is an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Endpoints {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Endpoints {
+    pub fn urls(&self) -> &[String] {
+        match self {
+            Self::One(url) => std::slice::from_ref(url),
+            Self::Many(urls) => urls,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,14 +88,17 @@ impl Default for GatewayConfig {
                 client_ca: None,
             },
             upstream: UpstreamSettings {
-                user: "https://127.0.0.1:50061".into(),
-                todo: "https://127.0.0.1:50062".into(),
+                user: Endpoints::One("https://127.0.0.1:50061".into()),
+                todo: Endpoints::One("https://127.0.0.1:50062".into()),
                 ca: "internal-ca.crt".into(),
                 client_cert: "gateway-client.crt".into(),
                 client_key: "gateway-client.key".into(),
                 server_name: None,
                 connect_timeout_ms: 2000,
                 request_timeout_ms: 10_000,
+                health_interval_ms: 1000,
+                resolve_interval_ms: 5000,
+                eject_after_failures: 2,
             },
             jwt: JwtVerifySettings {
                 public_keys: vec!["jwt-ed25519.pub".into()],
@@ -93,25 +121,44 @@ impl GatewayConfig {
                 "the gateway authenticates clients by token, not certificate; remove it",
             ));
         }
-        for (key, url) in [
+        for (key, endpoints) in [
             ("upstream.user", &self.upstream.user),
             ("upstream.todo", &self.upstream.todo),
         ] {
-            let parsed: Result<tonic::transport::Uri, _> = url.parse();
-            match parsed {
-                Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {}
-                _ => {
+            let urls = endpoints.urls();
+            if urls.is_empty() {
+                return Err(ConfigError::invalid(key, "at least one URL is required"));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for url in urls {
+                let target = crate::upstream::Target::parse(key, url)?;
+                if !seen.insert(target) {
                     return Err(ConfigError::invalid(
                         key,
-                        format!("`{url}` is not an https://HOST:PORT URL"),
-                    ))
+                        format!("`{url}` is listed twice"),
+                    ));
                 }
             }
         }
-        if self.upstream.connect_timeout_ms == 0 || self.upstream.request_timeout_ms == 0 {
+        let upstream = &self.upstream;
+        if upstream.connect_timeout_ms == 0 || upstream.request_timeout_ms == 0 {
             return Err(ConfigError::invalid(
                 "upstream.connect_timeout_ms",
                 "timeouts must be positive",
+            ));
+        }
+        for (key, value) in [
+            ("upstream.health_interval_ms", upstream.health_interval_ms),
+            ("upstream.resolve_interval_ms", upstream.resolve_interval_ms),
+        ] {
+            if !(100..=3_600_000).contains(&value) {
+                return Err(ConfigError::invalid(key, "must be between 100 and 3600000"));
+            }
+        }
+        if !(1..=100).contains(&upstream.eject_after_failures) {
+            return Err(ConfigError::invalid(
+                "upstream.eject_after_failures",
+                "must be between 1 and 100",
             ));
         }
         let jwt = &self.jwt;
@@ -146,5 +193,53 @@ impl GatewayConfig {
             crate::upstream::client_tls(&self.upstream)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(upstream: &str) -> Result<GatewayConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, format!("[upstream]\n{upstream}\n")).expect("write");
+        let config: GatewayConfig = todoapp_runtime::config::load("gateway", Some(&file))?;
+        config.validate(FileChecks::Skip)?;
+        Ok(config)
+    }
+
+    fn refusal(upstream: &str) -> String {
+        load(upstream).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn upstreams_take_one_url_or_a_list() {
+        let config = load("todo = \"https://10.0.0.2:50062\"").expect("one URL");
+        assert_eq!(config.upstream.todo.urls(), ["https://10.0.0.2:50062"]);
+        assert_eq!(config.upstream.user.urls(), ["https://127.0.0.1:50061"]);
+        let config = load(
+            "todo = [\"https://10.0.0.2:50062\", \"https://[fd00::3]:50062\", \"https://todo.internal:50062\"]\nhealth_interval_ms = 250\nresolve_interval_ms = 30000\neject_after_failures = 5",
+        )
+        .expect("a list");
+        assert_eq!(config.upstream.todo.urls().len(), 3);
+        assert_eq!(
+            (
+                config.upstream.health_interval_ms,
+                config.upstream.resolve_interval_ms,
+                config.upstream.eject_after_failures
+            ),
+            (250, 30000, 5)
+        );
+    }
+
+    #[test]
+    fn bad_upstreams_are_refused_naming_the_setting() {
+        assert!(refusal("todo = []").contains("upstream.todo"));
+        assert!(refusal("user = [\"https://a:1\", \"https://a:1/\"]").contains("listed twice"));
+        assert!(refusal("todo = [\"https://a:1\", \"http://b:1\"]").contains("upstream.todo"));
+        assert!(refusal("health_interval_ms = 10").contains("upstream.health_interval_ms"));
+        assert!(refusal("resolve_interval_ms = 0").contains("upstream.resolve_interval_ms"));
+        assert!(refusal("eject_after_failures = 0").contains("upstream.eject_after_failures"));
     }
 }

@@ -45,10 +45,18 @@ impl Service for GatewayService {
     async fn serve(config: GatewayConfig) -> Result<(), BoxError> {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let verifier = Arc::new(TokenVerifier::load(&config.jwt)?);
-        let user_channel =
-            upstream::channel("upstream.user", &config.upstream.user, &config.upstream)?;
-        let todo_channel =
-            upstream::channel("upstream.todo", &config.upstream.todo, &config.upstream)?;
+        let user_channel = upstream::Balanced::start(
+            "upstream.user",
+            todoapp_api::service_names::USER,
+            config.upstream.user.urls(),
+            &config.upstream,
+        )?;
+        let todo_channel = upstream::Balanced::start(
+            "upstream.todo",
+            todoapp_api::service_names::TODO,
+            config.upstream.todo.urls(),
+            &config.upstream,
+        )?;
 
         let calls = CallSettings {
             request_timeout: std::time::Duration::from_millis(config.upstream.request_timeout_ms),

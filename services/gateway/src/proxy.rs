@@ -11,13 +11,13 @@ use todoapp_api::user_client::UserClient;
 use todoapp_api::user_server::User;
 use todoapp_api::*;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use todoapp_runtime::connection::ConnectionInfo;
 
 use crate::fair_share::{Budget, FairShare, InFlight, Refusal, IN_FLIGHT_RETRY};
 use crate::token::{TokenError, TokenVerifier};
+use crate::upstream::{failed_endpoint, AvoidEndpoint, Balanced};
 
 /// Largest backend response the gateway relays: follows from the largest
 /// ListToDo byte budget the todo service accepts.
@@ -191,7 +191,8 @@ impl<T: Clone> Upstream<T> {
     }
 
     /// Sends the call, and once more if it is safe to repeat and the first
-    /// attempt failed on the connection (the channel reconnects meanwhile).
+    /// attempt failed on the connection: on another endpoint when there is
+    /// one (the failed one's channel reconnects meanwhile).
     async fn send<R, F, Fut>(self, retry: Retry, send: F) -> Result<Response<R>, Status>
     where
         F: Fn(Request<T>) -> Fut,
@@ -201,7 +202,11 @@ impl<T: Clone> Upstream<T> {
         let response = match first {
             Err(status) if retry == Retry::Safe && failure_of(&status) == Failure::Transport => {
                 tracing::debug!(?status, "backend connection failed; retrying once");
-                send(self.request()?).await
+                let mut request = self.request()?;
+                if let Some(failed) = failed_endpoint(&status) {
+                    request.extensions_mut().insert(AvoidEndpoint(failed));
+                }
+                send(request).await
             }
             other => other,
         };
@@ -291,12 +296,12 @@ impl CallSettings {
 }
 
 pub struct UserProxy {
-    client: UserClient<Channel>,
+    client: UserClient<Balanced>,
     settings: CallSettings,
 }
 
 impl UserProxy {
-    pub fn new(channel: Channel, settings: CallSettings) -> Self {
+    pub fn new(channel: Balanced, settings: CallSettings) -> Self {
         Self {
             client: UserClient::new(channel).max_decoding_message_size(MAX_UPSTREAM_RESPONSE),
             settings,
@@ -333,7 +338,7 @@ impl User for UserProxy {
 }
 
 pub struct TodoProxy {
-    client: ToDoClient<Channel>,
+    client: ToDoClient<Balanced>,
     verifier: Arc<TokenVerifier>,
     settings: CallSettings,
     fair_share: Arc<FairShare>,
@@ -341,7 +346,7 @@ pub struct TodoProxy {
 
 impl TodoProxy {
     pub fn new(
-        channel: Channel,
+        channel: Balanced,
         verifier: Arc<TokenVerifier>,
         settings: CallSettings,
         fair_share: Arc<FairShare>,
@@ -680,6 +685,41 @@ mod tests {
         assert_eq!(
             result.expect_err("timed out").code(),
             Code::DeadlineExceeded
+        );
+    }
+
+    #[tokio::test]
+    async fn the_retry_avoids_the_endpoint_that_failed() {
+        let failed: std::net::SocketAddr = "127.0.0.1:9".parse().expect("address");
+        let avoided = std::sync::Mutex::new(Vec::new());
+        let result = call_settings()
+            .upstream(Request::new(()), None)
+            .send(Retry::Safe, |request| {
+                let mut avoided = avoided.lock().expect("lock");
+                avoided.push(request.extensions().get::<AvoidEndpoint>().map(|a| a.0));
+                let first = avoided.len() == 1;
+                async move {
+                    if first {
+                        Err(Status::from_error(Box::new(
+                            crate::upstream::EndpointError {
+                                endpoint: failed,
+                                source: Box::new(std::io::Error::new(
+                                    std::io::ErrorKind::ConnectionReset,
+                                    "connection reset",
+                                )),
+                            },
+                        )))
+                    } else {
+                        Ok(Response::new(7))
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result.expect("retried").into_inner(), 7);
+        assert_eq!(
+            avoided.into_inner().expect("lock"),
+            [None, Some(failed)],
+            "the first attempt avoids nothing, the retry the failed endpoint"
         );
     }
 

@@ -45,8 +45,19 @@ impl Workspace {
     }
 
     pub fn todo_config(&self, listen: SocketAddr, db_url: &str, extra: &str) -> PathBuf {
+        self.todo_config_named("todo.toml", listen, db_url, extra)
+    }
+
+    /// A todo config in file `name`, for several instances side by side.
+    pub fn todo_config_named(
+        &self,
+        name: &str,
+        listen: SocketAddr,
+        db_url: &str,
+        extra: &str,
+    ) -> PathBuf {
         self.write(
-            "todo.toml",
+            name,
             &format!(
                 "listen = \"{listen}\"\n{extra}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[database]\nurl = \"{db_url}\"\n",
                 self.pki(files::TODO_CERT),
@@ -82,12 +93,33 @@ impl Workspace {
         todo: SocketAddr,
         extra_top: &str,
     ) -> PathBuf {
+        self.gateway_config_endpoints(
+            listen,
+            &[format!("https://{user}")],
+            &[format!("https://{todo}")],
+            extra_top,
+            "",
+        )
+    }
+
+    /// A gateway config listing several URLs per upstream, with
+    /// `extra_upstream` lines in its `[upstream]` table.
+    pub fn gateway_config_endpoints(
+        &self,
+        listen: SocketAddr,
+        user: &[String],
+        todo: &[String],
+        extra_top: &str,
+        extra_upstream: &str,
+    ) -> PathBuf {
         self.write(
             "gateway.toml",
             &format!(
-                "listen = \"{listen}\"\n{extra_top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[upstream]\nuser = \"https://{user}\"\ntodo = \"https://{todo}\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n[jwt]\npublic_keys = [\"{}\"]\n",
+                "listen = \"{listen}\"\n{extra_top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[upstream]\nuser = {}\ntodo = {}\n{extra_upstream}\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n[jwt]\npublic_keys = [\"{}\"]\n",
                 self.pki(files::GATEWAY_CERT),
                 self.pki(files::GATEWAY_KEY),
+                toml_urls(user),
+                toml_urls(todo),
                 self.pki(files::INTERNAL_CA_CERT),
                 self.pki(files::GATEWAY_CLIENT_CERT),
                 self.pki(files::GATEWAY_CLIENT_KEY),
@@ -129,6 +161,43 @@ impl Workspace {
             ca: self.pki(files::CA_CERT).into(),
             server_name: Some("localhost".into()),
         }
+    }
+}
+
+/// Every entry of the token's user as id → title, from one page of
+/// ListToDo (there must not be a second).
+pub async fn stored_titles(
+    ctx: &todoapp_e2e::scenarios::Ctx,
+    token: &str,
+) -> std::collections::BTreeMap<i32, String> {
+    let listed = ctx
+        .todos()
+        .list_to_do(todoapp_e2e::client::authed(
+            todoapp_api::ListToDoReq {
+                limit: 1000,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        listed.next_page_token.is_empty(),
+        "more entries than one page"
+    );
+    listed
+        .items
+        .into_iter()
+        .map(|item| (item.id, item.title))
+        .collect()
+}
+
+/// One URL as a TOML string (the single-URL form), several as an array.
+fn toml_urls(urls: &[String]) -> String {
+    match urls {
+        [one] => format!("{one:?}"),
+        many => format!("{many:?}"),
     }
 }
 
