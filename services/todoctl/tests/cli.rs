@@ -55,7 +55,10 @@ fn register_login_add_ls_done_edit_rm_through_stack_json() {
         "{whoami}"
     );
     assert!(whoami.contains("local stack"), "{whoami}");
-    assert!(whoami.contains("expires: in 59 minutes ("), "{whoami}");
+    assert!(
+        whoami.contains("expires: in 59 minutes (") || whoami.contains("expires: in 1 hour ("),
+        "{whoami}"
+    );
 
     let milk = home
         .run(&["add", "buy milk", "--text", "2 litres"])

@@ -128,7 +128,12 @@ impl Run {
             "expected `{message}` in: {}",
             self.stderr
         );
-        assert_eq!(self.stderr.lines().count(), 1, "one line: {}", self.stderr);
+        let errors = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("todoctl: "))
+            .count();
+        assert_eq!(errors, 1, "one error line: {}", self.stderr);
         self
     }
 
