@@ -19,6 +19,8 @@ pub struct Gateway {
     address: String,
     timeout: Duration,
     token: Option<String>,
+    /// How to log in again, when the gateway refuses the token.
+    login_hint: String,
 }
 
 impl Gateway {
@@ -46,11 +48,13 @@ impl Gateway {
             address: target.gateway.clone(),
             timeout,
             token: None,
+            login_hint: String::new(),
         })
     }
 
-    pub fn with_token(mut self, token: String) -> Self {
+    pub fn with_token(mut self, token: String, login_hint: String) -> Self {
         self.token = Some(token);
+        self.login_hint = login_hint;
         self
     }
 
@@ -99,6 +103,13 @@ impl Gateway {
                     }
                     tokio::time::sleep(backoff.min(remaining)).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(status) if status.code() == Code::Unauthenticated && self.token.is_some() => {
+                    return Err(CliError::Auth(format!(
+                        "{what}: the gateway refused your login ({}): run `{}` again",
+                        one_line(status.message()),
+                        self.login_hint
+                    )))
                 }
                 Err(status) => return Err(CliError::from_status(what, &status)),
             }

@@ -64,7 +64,7 @@ impl Session {
     /// token has expired.
     fn authed(&self) -> Result<Gateway> {
         let token = self.store.valid_token(&self.profile, unix_now())?;
-        Ok(self.gateway()?.with_token(token))
+        Ok(self.gateway()?.with_token(token, self.store.login_hint()))
     }
 }
 

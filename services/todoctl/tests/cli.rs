@@ -107,7 +107,13 @@ fn register_login_add_ls_done_edit_rm_through_stack_json() {
     assert_eq!(rows.len(), 3, "{table}");
     assert!(rows[0].starts_with("ID  DONE  TITLE"), "{table}");
     assert!(
-        rows[1].contains(" yes ") && rows[1].contains("buy milk") && rows[1].contains("just now"),
+        rows[1].contains(" yes ") && rows[1].contains("buy milk"),
+        "{table}"
+    );
+    // Created and updated moments ago, as relative times.
+    assert_eq!(
+        rows[1].matches("just now").count() + rows[1].matches("seconds ago").count(),
+        2,
         "{table}"
     );
     let shown = home.run(&["show", &milk]).ok().stdout;
@@ -160,6 +166,23 @@ fn wrong_password_exits_3() {
     home.run_stdin(&["login", &user, "--password-stdin"], "not the password\n")
         .fails(3, "login: ");
     home.run(&["whoami"]).fails(3, "not logged in");
+}
+
+#[test]
+fn a_token_the_gateway_refuses_exits_3() {
+    let home = Home::new(the_stack());
+    home.register(&unique("mallory"), PASSWORD);
+    let path = home.config_dir().join("profiles/default.json");
+    let mut profile: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("profile")).expect("json");
+    // Same claims (not expired), another signature.
+    let token = profile["token"].as_str().expect("token").to_owned();
+    let (signed, _) = token.rsplit_once('.').expect("a JWT");
+    profile["token"] = format!("{signed}.{}", "A".repeat(86)).into();
+    std::fs::write(&path, profile.to_string()).expect("write profile");
+    home.run(&["ls"])
+        .fails(3, "the gateway refused your login")
+        .fails(3, "run `todoctl login` again");
 }
 
 #[test]

@@ -54,28 +54,18 @@ fn start(env: &[(&str, &str)]) -> Stack {
         });
     }
     // The parent-death signal fires when the spawning *thread* ends: spawn
-    // from a thread that lives as long as the test binary.
-    let (sent, received) = std::sync::mpsc::channel();
+    // from a thread that waits for the stack, so lives as long as it.
+    let (exited, exit) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let child = cmd.spawn();
-        let ok = child.is_ok();
-        let _ = sent.send(child);
-        if ok {
-            loop {
-                std::thread::park();
-            }
-        }
+        let status = cmd.spawn().and_then(|mut child| child.wait());
+        let _ = exited.send(status);
     });
-    let mut child = received
-        .recv()
-        .expect("spawner")
-        .expect("start todoapp-stack");
     let json = state.join("stack.json");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !json.exists() {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(status) = exit.try_recv() {
             panic!(
-                "todoapp-stack exited ({status}):\n{}",
+                "todoapp-stack exited ({status:?}):\n{}",
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             );
         }
