@@ -396,3 +396,31 @@ fn help_documents_exit_codes_and_usage_errors_exit_2() {
     assert_eq!(home.run(&["--timeout", "soon", "ls"]).code, 2);
     home.run(&["login", "x"]).fails(2, "use --password-stdin");
 }
+
+#[test]
+fn the_command_the_stack_suggests_works() {
+    let stack = the_stack();
+    let log = std::fs::read_to_string(&stack.log).expect("stack log");
+    let suggested = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("try:"))
+        .unwrap_or_else(|| panic!("no suggestion in:\n{log}"))
+        .trim();
+    let mut words: Vec<String> = suggested.split(' ').map(str::to_owned).collect();
+    assert_eq!(words[0], "todoctl", "{suggested}");
+    let user = unique("newcomer");
+    for word in &mut words {
+        match word.as_str() {
+            "NAME" => *word = user.clone(),
+            "ADDRESS" => *word = format!("{user}@example.org"),
+            _ => {}
+        }
+    }
+    words.push("--password-stdin".into());
+    let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+    // Not in the default state dir: the suggestion names the gateway.
+    let mut home = Home::new(stack);
+    home.state_home = home.dir.path().join("elsewhere");
+    home.run_stdin(&args, &format!("{PASSWORD}\n")).ok();
+    home.run(&["add", "first"]).ok();
+}

@@ -15,6 +15,8 @@ pub struct Stack {
     pub state_home: PathBuf,
     pub gateway: String,
     pub ca: PathBuf,
+    /// What the stack printed.
+    pub log: PathBuf,
 }
 
 /// The test binary's stack, started on first use with `env` and stopped
@@ -78,6 +80,7 @@ fn start(env: &[(&str, &str)]) -> Stack {
         state_home,
         gateway: info["gateway"].as_str().expect("gateway").to_owned(),
         ca: info["ca_cert"].as_str().expect("ca_cert").into(),
+        log: log_path,
     }
 }
 
