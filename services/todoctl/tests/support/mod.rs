@@ -29,6 +29,7 @@ pub fn stack(env: &'static [(&'static str, &'static str)]) -> &'static Stack {
 fn start(env: &[(&str, &str)]) -> Stack {
     let stack_bin =
         todoapp_devkit::bins::current("todoapp-stack").unwrap_or_else(|e| panic!("{e}"));
+    remove_stopped_stacks();
     let root = tempfile::Builder::new()
         .prefix("todoctl-stack-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -81,6 +82,32 @@ fn start(env: &[(&str, &str)]) -> Stack {
         gateway: info["gateway"].as_str().expect("gateway").to_owned(),
         ca: info["ca_cert"].as_str().expect("ca_cert").into(),
         log: log_path,
+    }
+}
+
+/// The stacks of earlier runs stop when their test binary exits but leave
+/// their directory: remove those whose stack no longer holds its lock.
+fn remove_stopped_stacks() {
+    use std::os::fd::AsRawFd;
+    let Ok(dirs) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else {
+        return;
+    };
+    for dir in dirs.flatten() {
+        if !dir
+            .file_name()
+            .to_string_lossy()
+            .starts_with("todoctl-stack-")
+        {
+            continue;
+        }
+        let Ok(lock) = std::fs::File::open(dir.path().join("state/todoapp/stack.lock")) else {
+            continue;
+        };
+        // SAFETY: flock(2) on a descriptor we own.
+        let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if free {
+            let _ = std::fs::remove_dir_all(dir.path());
+        }
     }
 }
 
