@@ -424,3 +424,68 @@ fn the_command_the_stack_suggests_works() {
     home.run_stdin(&args, &format!("{PASSWORD}\n")).ok();
     home.run(&["add", "first"]).ok();
 }
+
+/// Reads `from` into `seen` until it contains `needle` (or EOF / timeout).
+fn read_until(from: &mut impl std::io::Read, seen: &mut String, needle: &str) -> bool {
+    let mut buf = [0u8; 256];
+    while !seen.contains(needle) {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    true
+}
+
+#[test]
+fn login_prompts_for_the_password_on_the_terminal_without_echo() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let home = Home::new(the_stack());
+    let user = unique("tty");
+    home.register(&user, PASSWORD);
+    home.run(&["logout"]).ok();
+
+    // util-linux `script` gives todoctl a terminal (a pty).
+    let todoctl = format!("{} login {user}", env!("CARGO_BIN_EXE_todoctl"));
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &todoctl, "/dev/null"]);
+    home.environment(&mut script);
+    let mut child = script
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let prompted = read_until(&mut stdout, &mut seen, "Password: ");
+        let _ = seen_tx.send(prompted);
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut seen);
+        seen
+    });
+    assert!(
+        seen_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or(false),
+        "no password prompt"
+    );
+    // The prompt is written just before echo is turned off.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .expect("type the password");
+    let status = child.wait().expect("script");
+    drop(stdin);
+    let output = reader.join().expect("reader");
+    assert!(status.success(), "{output}");
+    assert!(output.contains(&format!("logged in as {user}")), "{output}");
+    assert!(
+        !output.contains(PASSWORD),
+        "the password was echoed: {output}"
+    );
+    home.run(&["whoami"]).ok();
+}

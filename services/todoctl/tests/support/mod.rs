@@ -176,14 +176,19 @@ impl Home {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_todoctl"));
-        cmd.args(args)
-            .env_remove("TODOCTL_GATEWAY")
+        cmd.args(args);
+        self.environment(&mut cmd);
+        cmd
+    }
+
+    /// This home's environment for `cmd` (todoctl or a wrapper of it).
+    pub fn environment(&self, cmd: &mut Command) {
+        cmd.env_remove("TODOCTL_GATEWAY")
             .env_remove("TODOCTL_CA")
             .env_remove("TODOCTL_PROFILE")
             .env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("XDG_STATE_HOME", &self.state_home);
-        cmd
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
