@@ -120,8 +120,12 @@ async fn run(cli: Cli) -> Result<()> {
 fn print_man_page() -> Result<()> {
     let man = clap_mangen::Man::new(Cli::command());
     let mut out = std::io::stdout().lock();
-    man.render(&mut out)
-        .map_err(|e| CliError::Other(format!("writing the man page: {e}")))
+    match man.render(&mut out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::Other(format!("writing the man page: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The password from stdin's first line, or from a prompt that does not
@@ -322,7 +326,11 @@ async fn list(session: &Session, all: bool, limit: Option<u32>, format: &Format)
     } else {
         write!(out, "{}", output::table(&entries, unix_now() as i64))
     };
-    written.map_err(|e| CliError::Other(format!("writing the list: {e}")))?;
+    match written {
+        // `todoctl ls | head` is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other.map_err(|e| CliError::Other(format!("writing the list: {e}")))?,
+    }
     if more {
         eprintln!("(more entries: `todoctl ls --all`)");
     }

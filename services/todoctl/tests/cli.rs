@@ -135,6 +135,13 @@ fn ls_follows_page_tokens_with_all() {
     for n in 0..5 {
         home.run(&["add", &format!("entry {n}")]).ok();
     }
+    // A reader that stops early is no error.
+    let mut piped = home.command(&["ls"]);
+    piped.stdout(std::process::Stdio::piped());
+    let mut child = piped.spawn().expect("todoctl ls");
+    drop(child.stdout.take());
+    assert!(child.wait().expect("wait").success());
+
     let first = home.run(&["ls", "--limit", "2", "--json"]).ok();
     assert_eq!(first.json().as_array().map(Vec::len), Some(2));
     assert!(
