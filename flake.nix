@@ -31,6 +31,12 @@
         {
           default = stack;
           todoapp = stack;
+          # `nix run .#todoctl -- ls`: the command-line client.
+          todoctl = {
+            type = "app";
+            program = lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.todoctl;
+            meta.description = "todoapp's command-line client";
+          };
         }
       );
 
@@ -64,6 +70,7 @@
           inherit (self.packages.${system})
             default
             todoapp-stack
+            todoctl
             oci-gateway
             oci-user
             oci-todo

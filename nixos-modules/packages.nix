@@ -70,6 +70,31 @@ let
           --prefix PATH : ${lib.makeBinPath [ pkgs.mariadb ]}
       '';
 
+  # The command-line client with its shell completions and man page, both
+  # generated at build time by the binary itself.
+  todoctl =
+    pkgs.runCommand "todoctl-${version}"
+      {
+        nativeBuildInputs = [ pkgs.installShellFiles ];
+        meta = meta // {
+          description = "todoctl: command-line client for todoapp";
+          mainProgram = "todoctl";
+        };
+      }
+      (
+        ''
+          install -D -m 0755 ${todoapp}/bin/todoctl $out/bin/todoctl
+        ''
+        + lib.optionalString (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) ''
+          $out/bin/todoctl man > todoctl.1
+          installManPage todoctl.1
+          installShellCompletion --cmd todoctl \
+            --bash <($out/bin/todoctl completions bash) \
+            --fish <($out/bin/todoctl completions fish) \
+            --zsh <($out/bin/todoctl completions zsh)
+        ''
+      );
+
   binaries = lib.genAttrs [ "todoapp-gateway" "todoapp-user" "todoapp-todo" "todoapp-e2e" ] single;
 
   # OCI image of one service: the binary, CA certificates, nothing else.
@@ -142,6 +167,7 @@ binaries
   inherit todoapp;
   default = todoapp;
   todoapp-stack = stack;
+  inherit todoctl;
   oci-gateway = image "gateway" 50051;
   oci-user = image "user" 50061;
   oci-todo = image "todo" 50062;

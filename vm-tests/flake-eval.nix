@@ -19,6 +19,8 @@ let
     rec {
       inherit lib;
       stdenv.hostPlatform = { inherit system; };
+      stdenv.buildPlatform.canExecute = _: true;
+      installShellFiles = drv "install-shell-files" { };
       rustPlatform.buildRustPackage =
         args:
         drv "${args.pname}-${args.version}" (
@@ -132,6 +134,7 @@ let
         "todoapp-stack"
         "todoapp-todo"
         "todoapp-user"
+        "todoctl"
       ];
     "default is the workspace" = p.default.name == "todoapp-0.1.0";
     "cargoLock" = baseNameOf (toString p.default.cargoLock.lockFile) == "Cargo.lock";
@@ -151,6 +154,18 @@ let
       == "/nix/store/00000000000000000000000000000000-todoapp-stack-0.1.0/bin/todoapp-stack";
     "nix run .#todoapp runs the wrapped stack" =
       self.apps.x86_64-linux.todoapp.program == self.apps.x86_64-linux.default.program;
+    "nix run .#todoctl" =
+      self.apps.x86_64-linux.todoctl.program
+      == "/nix/store/00000000000000000000000000000000-todoctl-0.1.0/bin/todoctl";
+    "todoctl: binary, man page and completions installed" =
+      let
+        script = p.todoctl.script;
+      in
+      lib.hasInfix "00000000000000000000000000000000-todoapp-0.1.0/bin/todoctl" script
+      && lib.hasInfix "installManPage todoctl.1" script
+      && lib.hasInfix "--bash <($out/bin/todoctl completions bash)" script
+      && lib.hasInfix "--zsh <($out/bin/todoctl completions zsh)" script
+      && lib.hasInfix "--fish <($out/bin/todoctl completions fish)" script;
     "stack wrapped with MariaDB" =
       lib.hasInfix "00000000000000000000000000000000-mariadb/bin" p.todoapp-stack.script;
     "image: non-root, port, entrypoint" =
@@ -171,6 +186,7 @@ let
         "oci-todo"
         "oci-user"
         "todoapp-stack"
+        "todoctl"
         "vm-multi-node"
         "vm-single-node"
       ];

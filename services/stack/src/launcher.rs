@@ -73,6 +73,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         return Ok(());
     }
 
+    // todoctl finds a stack in the default state dir by itself.
+    let found_by_todoctl = cli.state_dir.is_none();
     let state = match cli.state_dir {
         Some(dir) => dir,
         None => default_state_dir()?,
@@ -236,8 +238,16 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         "  gateway: {gateway_addr} (TLS; CA certificate: {})",
         ca_cert.display()
     );
+    if found_by_todoctl {
+        println!("  try:     todoctl register NAME --email ADDRESS");
+    } else {
+        println!(
+            "  try:     todoctl --gateway {gateway_addr} --ca {} register NAME --email ADDRESS",
+            ca_cert.display()
+        );
+    }
     println!(
-        "  try:     grpcurl -cacert {} {gateway_addr} list",
+        "  or:      grpcurl -cacert {} {gateway_addr} list",
         ca_cert.display()
     );
     println!("  state:   {}", state.display());
