@@ -85,99 +85,58 @@ impl From<TodoRecord> for ToDoEntry {
     }
 }
 
-#[tonic::async_trait]
-impl<S: TodoStore> ToDo for TodoApi<S> {
-    async fn create_to_do(
-        &self,
-        request: Request<CreateToDoReq>,
-    ) -> Result<Response<CreateToDoRsp>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
+/// The methods in domain terms: each returns the domain error, which the
+/// gRPC impl below turns into a status in one place (`From<TodoError>`).
+impl<S: TodoStore> TodoApi<S> {
+    async fn create(&self, user: UserId, req: CreateToDoReq) -> Result<CreateToDoRsp, TodoError> {
         let (_, content) = content_of(req.item)?;
         let id = match RequestId::parse(&req.request_id)? {
-            None => self
-                .store
-                .create(&user, &content)
-                .await
-                .map_err(TodoError::from)?,
-            Some(request_id) => match self
-                .store
-                .create_once(&user, &content, &request_id)
-                .await
-                .map_err(TodoError::from)?
-            {
+            None => self.store.create(&user, &content).await?,
+            Some(request_id) => match self.store.create_once(&user, &content, &request_id).await? {
                 CreateOnce::Created(id) | CreateOnce::Repeated(id) => id,
-                CreateOnce::Mismatch => return Err(TodoError::RequestIdReused.into()),
+                CreateOnce::Mismatch => return Err(TodoError::RequestIdReused),
             },
         };
-        Ok(Response::new(CreateToDoRsp { id }))
+        Ok(CreateToDoRsp { id })
     }
 
-    async fn get_to_do(
-        &self,
-        request: Request<GetToDoReq>,
-    ) -> Result<Response<GetToDoRsp>, Status> {
-        let user = caller(&request)?;
-        let id = TodoId::try_from(request.into_inner().id)?;
-        let record = self.store.get(&user, id).await.map_err(TodoError::from)?;
-        let record = record.ok_or(TodoError::NotFound)?;
-        Ok(Response::new(GetToDoRsp {
+    async fn get(&self, user: UserId, req: GetToDoReq) -> Result<GetToDoRsp, TodoError> {
+        let id = TodoId::try_from(req.id)?;
+        let record = self
+            .store
+            .get(&user, id)
+            .await?
+            .ok_or(TodoError::NotFound)?;
+        Ok(GetToDoRsp {
             item: Some(record.into()),
-        }))
+        })
     }
 
-    async fn delete_to_do(
-        &self,
-        request: Request<DeleteToDoReq>,
-    ) -> Result<Response<DeleteToDoRsp>, Status> {
-        let user = caller(&request)?;
-        let id = TodoId::try_from(request.into_inner().id)?;
-        if !self
-            .store
-            .delete(&user, id)
-            .await
-            .map_err(TodoError::from)?
-        {
-            return Err(TodoError::NotFound.into());
+    async fn delete(&self, user: UserId, req: DeleteToDoReq) -> Result<DeleteToDoRsp, TodoError> {
+        let id = TodoId::try_from(req.id)?;
+        if !self.store.delete(&user, id).await? {
+            return Err(TodoError::NotFound);
         }
-        Ok(Response::new(DeleteToDoRsp {}))
+        Ok(DeleteToDoRsp {})
     }
 
-    async fn update_to_do(
-        &self,
-        request: Request<UpdateToDoReq>,
-    ) -> Result<Response<UpdateToDoRsp>, Status> {
-        let user = caller(&request)?;
-        let (id, content) = content_of(request.into_inner().item)?;
+    async fn update(&self, user: UserId, req: UpdateToDoReq) -> Result<UpdateToDoRsp, TodoError> {
+        let (id, content) = content_of(req.item)?;
         let id = TodoId::try_from(id)?;
-        if !self
-            .store
-            .update(&user, id, &content)
-            .await
-            .map_err(TodoError::from)?
-        {
-            return Err(TodoError::NotFound.into());
+        if !self.store.update(&user, id, &content).await? {
+            return Err(TodoError::NotFound);
         }
-        Ok(Response::new(UpdateToDoRsp {}))
+        Ok(UpdateToDoRsp {})
     }
 
-    async fn list_to_do(
-        &self,
-        request: Request<ListToDoReq>,
-    ) -> Result<Response<ListToDoRsp>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
+    async fn list(&self, user: UserId, req: ListToDoReq) -> Result<ListToDoRsp, TodoError> {
         let page = Page::new(req.limit, &req.page_token)?;
         // One extra row tells whether another page follows.
         let probe = Page {
             limit: page.limit + 1,
             ..page
         };
-        let mut records = self
-            .store
-            .list(&user, probe, self.list_max_bytes)
-            .await
-            .map_err(TodoError::from)?;
+        let mut records = self.store.list(&user, probe, self.list_max_bytes).await?;
         let mut more = records.len() > page.limit as usize;
         records.truncate(page.limit as usize);
         let mut items: Vec<ToDoEntry> = records.into_iter().map(ToDoEntry::from).collect();
@@ -186,10 +145,59 @@ impl<S: TodoStore> ToDo for TodoApi<S> {
             (true, Some(last)) => encode_token(last.id),
             _ => String::new(),
         };
-        Ok(Response::new(ListToDoRsp {
+        Ok(ListToDoRsp {
             items,
             next_page_token,
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl<S: TodoStore> ToDo for TodoApi<S> {
+    async fn create_to_do(
+        &self,
+        request: Request<CreateToDoReq>,
+    ) -> Result<Response<CreateToDoRsp>, Status> {
+        let user = caller(&request)?;
+        Ok(Response::new(
+            self.create(user, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_to_do(
+        &self,
+        request: Request<GetToDoReq>,
+    ) -> Result<Response<GetToDoRsp>, Status> {
+        let user = caller(&request)?;
+        Ok(Response::new(self.get(user, request.into_inner()).await?))
+    }
+
+    async fn delete_to_do(
+        &self,
+        request: Request<DeleteToDoReq>,
+    ) -> Result<Response<DeleteToDoRsp>, Status> {
+        let user = caller(&request)?;
+        Ok(Response::new(
+            self.delete(user, request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_to_do(
+        &self,
+        request: Request<UpdateToDoReq>,
+    ) -> Result<Response<UpdateToDoRsp>, Status> {
+        let user = caller(&request)?;
+        Ok(Response::new(
+            self.update(user, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_to_do(
+        &self,
+        request: Request<ListToDoReq>,
+    ) -> Result<Response<ListToDoRsp>, Status> {
+        let user = caller(&request)?;
+        Ok(Response::new(self.list(user, request.into_inner()).await?))
     }
 }
 
