@@ -184,7 +184,15 @@ impl FairShare {
     /// Admits one call of `user` now, or says why not. The call counts as in
     /// flight until the returned guard is dropped.
     pub fn admit(&self, user: &str, budget: Budget) -> Result<InFlight, Refusal> {
-        self.admit_at(user, budget, Instant::now())
+        let admitted = self.admit_at(user, budget, Instant::now());
+        if let Err(refusal) = &admitted {
+            todoapp_runtime::metrics::count_shed(match refusal {
+                Refusal::RateLimited { .. } => "fair_share_rate",
+                Refusal::TooManyInFlight { .. } => "fair_share_in_flight",
+                Refusal::TooManyUsers { .. } => "fair_share_users",
+            });
+        }
+        admitted
     }
 
     fn admit_at(&self, user: &str, budget: Budget, now: Instant) -> Result<InFlight, Refusal> {

@@ -11,11 +11,11 @@ use todoapp_api::user_client::UserClient;
 use todoapp_api::user_server::User;
 use todoapp_api::*;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::fair_share::{Budget, FairShare, InFlight, Refusal};
 use crate::token::{TokenError, TokenVerifier};
+use crate::upstream::Backend;
 
 /// Largest backend response the gateway relays: follows from the largest
 /// ListToDo byte budget the todo service accepts.
@@ -292,12 +292,12 @@ impl CallSettings {
 }
 
 pub struct UserProxy {
-    client: UserClient<Channel>,
+    client: UserClient<Backend>,
     settings: CallSettings,
 }
 
 impl UserProxy {
-    pub fn new(channel: Channel, settings: CallSettings) -> Self {
+    pub fn new(channel: Backend, settings: CallSettings) -> Self {
         Self {
             client: UserClient::new(channel).max_decoding_message_size(MAX_UPSTREAM_RESPONSE),
             settings,
@@ -334,7 +334,7 @@ impl User for UserProxy {
 }
 
 pub struct TodoProxy {
-    client: ToDoClient<Channel>,
+    client: ToDoClient<Backend>,
     verifier: Arc<TokenVerifier>,
     settings: CallSettings,
     fair_share: Arc<FairShare>,
@@ -342,7 +342,7 @@ pub struct TodoProxy {
 
 impl TodoProxy {
     pub fn new(
-        channel: Channel,
+        channel: Backend,
         verifier: Arc<TokenVerifier>,
         settings: CallSettings,
         fair_share: Arc<FairShare>,
@@ -368,7 +368,9 @@ impl TodoProxy {
         // Two tokens are ambiguous: whichever one we picked, the other was
         // meant to count too.
         if values.next().is_some() {
-            return Err(GatewayError::Unauthenticated(TokenError::Ambiguous).into());
+            return Err(
+                GatewayError::Unauthenticated(self.verifier.refused(TokenError::Ambiguous)).into(),
+            );
         }
         let user_id = self
             .verifier

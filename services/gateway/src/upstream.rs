@@ -36,3 +36,20 @@ pub fn channel(
         .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())
 }
+
+/// A backend channel whose calls pass the current trace context on and are
+/// counted as `grpc_client_*{backend}`.
+pub type Backend = todoapp_runtime::upstream::Upstream<Channel>;
+
+/// Wraps the channel to `backend` (`user`, `todo`), which serves the gRPC
+/// service `service`.
+pub fn instrument(backend: &'static str, service: &str, channel: Channel) -> Backend {
+    let methods: Vec<_> = todoapp_runtime::metrics::methods_of(&[todoapp_api::FILE_DESCRIPTOR_SET])
+        .into_iter()
+        .filter(|method| method.service == service)
+        .collect();
+    tower_layer::Layer::layer(
+        &todoapp_runtime::upstream::UpstreamLayer::new(backend, &methods),
+        channel,
+    )
+}

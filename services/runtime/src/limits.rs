@@ -81,13 +81,17 @@ pub struct CallLimit<S> {
 /// The slots for a call, or the status refusing it before it starts.
 fn admit<B>(request: &Request<B>, limits: &CallLimitLayer) -> Result<CallSlots, Status> {
     if header_list_bytes(request) > limits.max_header_list_bytes {
+        crate::metrics::count_shed("headers_too_large");
         return Err(Status::resource_exhausted("request headers too large"));
     }
     let connection = match request.extensions().get::<ConnectionInfo>() {
         Some(info) => Some(
             info.state
                 .begin_call(limits.per_connection)
-                .ok_or_else(|| Status::resource_exhausted("too many calls on this connection"))?,
+                .ok_or_else(|| {
+                    crate::metrics::count_shed("connection_call_cap");
+                    Status::resource_exhausted("too many calls on this connection")
+                })?,
         ),
         None => None,
     };
@@ -95,7 +99,10 @@ fn admit<B>(request: &Request<B>, limits: &CallLimitLayer) -> Result<CallSlots, 
         .total
         .clone()
         .try_acquire_owned()
-        .map_err(|_| Status::unavailable("server busy, retry later"))?;
+        .map_err(|_| {
+            crate::metrics::count_shed("server_call_cap");
+            Status::unavailable("server busy, retry later")
+        })?;
     Ok(CallSlots {
         _connection: connection,
         _total: total,

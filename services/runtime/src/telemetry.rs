@@ -1,24 +1,70 @@
-//! Logs through `tracing` to stderr (the journal, under systemd).
+//! Logs through `tracing`: to the journal as structured fields under systemd
+//! (detected through `JOURNAL_STREAM`), else to stderr as text or JSON lines
+//! (`log_format`). Every line of a call carries its span's fields: service
+//! and trace id.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::LogFormat;
 
 /// `RUST_LOG` wins over the configured `level`; a bad filter falls back to `info`.
-pub fn init(level: &str) {
+pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    // The journal stamps every line itself.
-    let _ = if under_journal {
-        builder.without_time().try_init()
+    let journal = if under_journal {
+        // Fields become journal fields (uppercased: SERVICE, METHOD,
+        // STATUS, LATENCY_US, and the span's as CALL_TRACE_ID); if the
+        // journal socket cannot be opened, stderr still reaches the journal.
+        tracing_journald::layer()
+            .ok()
+            .map(|layer| layer.with_syslog_identifier(program_name()))
     } else {
-        builder.try_init()
+        None
     };
+    let stderr = match (&journal, format) {
+        (Some(_), _) => None,
+        (None, LogFormat::Json) => Some(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .boxed(),
+        ),
+        (None, LogFormat::Text) => {
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false);
+            // The journal stamps every line itself.
+            Some(if under_journal {
+                layer.without_time().boxed()
+            } else {
+                layer.boxed()
+            })
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journal)
+        .with(stderr)
+        .try_init();
+}
+
+fn program_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "todoapp".to_owned())
 }

@@ -128,7 +128,11 @@ impl Throttle {
     /// Lets a login attempt for `username` from `address` through, counted
     /// as a failure until [`Throttle::login_succeeded`], or refuses it.
     pub fn login_attempt(&self, username: &str, address: IpAddr) -> Result<(), Throttled> {
-        self.login_attempt_at(username, address, Instant::now())
+        let attempt = self.login_attempt_at(username, address, Instant::now());
+        if attempt.is_err() {
+            todoapp_runtime::metrics::count_shed("login_throttled");
+        }
+        attempt
     }
 
     fn login_attempt_at(
@@ -197,7 +201,11 @@ impl Throttle {
 
     /// Counts a registration attempt from `address`, or refuses it.
     pub fn registration(&self, address: IpAddr) -> Result<(), Throttled> {
-        self.registration_at(address, Instant::now())
+        let attempt = self.registration_at(address, Instant::now());
+        if attempt.is_err() {
+            todoapp_runtime::metrics::count_shed("registration_throttled");
+        }
+        attempt
     }
 
     fn registration_at(&self, address: IpAddr, now: Instant) -> Result<(), Throttled> {
