@@ -368,9 +368,10 @@ impl TodoProxy {
         // Two tokens are ambiguous: whichever one we picked, the other was
         // meant to count too.
         if values.next().is_some() {
-            return Err(
-                GatewayError::Unauthenticated(self.verifier.refused(TokenError::Ambiguous)).into(),
-            );
+            return Err(GatewayError::Unauthenticated(
+                self.verifier.refused(TokenError::Ambiguous),
+            )
+            .into());
         }
         let user_id = self
             .verifier

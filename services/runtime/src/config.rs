@@ -816,9 +816,8 @@ mod tests {
 
     #[test]
     fn metrics_and_log_format_load_and_are_validated() {
-        let (_dir, path) = write_config(
-            "log_format = \"json\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n",
-        );
+        let (_dir, path) =
+            write_config("log_format = \"json\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n");
         let cfg: Sample = load("cfgtest14", Some(&path)).expect("load");
         assert_eq!(cfg.server.log_format, LogFormat::Json);
         assert_eq!(

@@ -21,10 +21,7 @@ pub async fn acquire(name: &str, addr: SocketAddr) -> std::io::Result<(TcpListen
 
 /// As [`acquire`], but only a socket passed under exactly `name` is taken
 /// (a service's second listener, e.g. `gateway-metrics`).
-pub async fn acquire_named(
-    name: &str,
-    addr: SocketAddr,
-) -> std::io::Result<(TcpListener, Origin)> {
+pub async fn acquire_named(name: &str, addr: SocketAddr) -> std::io::Result<(TcpListener, Origin)> {
     listen(passed_fd(name, Match::Name)?, addr).await
 }
 

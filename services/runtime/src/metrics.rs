@@ -146,7 +146,12 @@ impl Collector for Sampled {
             match kind {
                 SampleKind::Gauge => {
                     let gauge = ConstGauge::new(value);
-                    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?
+                    gauge.encode(encoder.encode_descriptor(
+                        name,
+                        help,
+                        None,
+                        gauge.metric_type(),
+                    )?)?
                 }
                 SampleKind::Counter => {
                     let counter = ConstCounter::new(value.max(0) as u64);
@@ -287,14 +292,23 @@ struct ReasonLabel {
 /// Counts a call refused to protect the service (`todoapp_calls_shed_total`
 /// by `reason`): over a call or header cap, a fair share, a throttle.
 pub fn count_shed(reason: &'static str) {
-    static SHED: LazyLock<Family<ReasonLabel, Counter>> = LazyLock::new(|| {
-        counter_family(
-            "todoapp_calls_shed",
-            "Calls refused to protect the service (caps, fair shares, throttles)",
-        )
-    });
     SHED.get_or_create(&ReasonLabel { reason }).inc();
 }
+
+/// Exports `reasons` at 0 before any call is shed, so that rates and
+/// alerts see the series from the start.
+pub fn declare_shed_reasons(reasons: &[&'static str]) {
+    for &reason in reasons {
+        let _ = SHED.get_or_create(&ReasonLabel { reason });
+    }
+}
+
+static SHED: LazyLock<Family<ReasonLabel, Counter>> = LazyLock::new(|| {
+    counter_family(
+        "todoapp_calls_shed",
+        "Calls refused to protect the service (caps, fair shares, throttles)",
+    )
+});
 
 // ---------------------------------------------------------------------------
 // gRPC call metrics
@@ -645,7 +659,10 @@ mod tests {
         second.inc();
         assert_eq!(first.get(), 2);
         let text = encode();
-        assert_eq!(text.matches("# TYPE test_shared_counter counter").count(), 1);
+        assert_eq!(
+            text.matches("# TYPE test_shared_counter counter").count(),
+            1
+        );
         assert!(text.contains("test_shared_counter_total 2\n"), "{text}");
     }
 

@@ -18,8 +18,8 @@ use crate::config::{ServerLimits, ServerSettings};
 use crate::connection::{AcceptErrorLog, Connection, ConnectionTracker};
 use crate::grpc::GrpcEdgeLayer;
 use crate::limits::CallLimitLayer;
-use crate::metrics::MethodDescription;
 use crate::listener::{self, Origin};
+use crate::metrics::MethodDescription;
 use crate::readiness::{self, Probe};
 use crate::shutdown;
 

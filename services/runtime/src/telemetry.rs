@@ -16,7 +16,7 @@ pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let under_journal = stderr_is_journal();
     let journal = if under_journal {
         // Fields become journal fields (uppercased: SERVICE, METHOD,
         // STATUS, LATENCY_US, and the span's as CALL_TRACE_ID); if the
@@ -56,6 +56,30 @@ pub fn init(level: &str, format: LogFormat) {
         .with(journal)
         .with(stderr)
         .try_init();
+}
+
+/// Whether stderr is the journal's stream: `JOURNAL_STREAM` names its
+/// device and inode (`DEV:INO`); a child whose stderr was redirected
+/// elsewhere inherits the variable but not the stream.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes into the buffer we own; fd 2 is not retained.
+    if unsafe { libc::fstat(2, stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstat succeeded, so the struct is initialised.
+    let stat = unsafe { stat.assume_init() };
+    dev.parse::<u64>()
+        .is_ok_and(|dev| dev == stat.st_dev as u64)
+        && ino
+            .parse::<u64>()
+            .is_ok_and(|ino| ino == stat.st_ino as u64)
 }
 
 fn program_name() -> String {

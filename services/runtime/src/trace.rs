@@ -84,7 +84,10 @@ impl TraceContext {
     }
 
     /// Runs `future` with `self` as the current context.
-    pub fn scope<F: std::future::Future>(self, future: F) -> tokio::task::futures::TaskLocalFuture<Self, F> {
+    pub fn scope<F: std::future::Future>(
+        self,
+        future: F,
+    ) -> tokio::task::futures::TaskLocalFuture<Self, F> {
         CURRENT.scope(self, future)
     }
 
