@@ -75,11 +75,11 @@ fn stderr_is_journal() -> bool {
     }
     // SAFETY: fstat succeeded, so the struct is initialised.
     let stat = unsafe { stat.assume_init() };
-    dev.parse::<u64>()
-        .is_ok_and(|dev| dev == stat.st_dev as u64)
-        && ino
-            .parse::<u64>()
-            .is_ok_and(|ino| ino == stat.st_ino as u64)
+    // st_dev and st_ino are not u64 on every platform.
+    #[allow(clippy::unnecessary_cast)]
+    let (st_dev, st_ino) = (stat.st_dev as u64, stat.st_ino as u64);
+    dev.parse::<u64>().is_ok_and(|dev| dev == st_dev)
+        && ino.parse::<u64>().is_ok_and(|ino| ino == st_ino)
 }
 
 fn program_name() -> String {
