@@ -18,12 +18,14 @@ pub fn init(level: &str, format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journal = stderr_is_journal();
     let journal = if under_journal {
-        // Fields become journal fields (uppercased: SERVICE, METHOD,
-        // STATUS, LATENCY_US, and the span's as CALL_TRACE_ID); if the
+        // Fields become journal fields, uppercased: SERVICE, TRACE_ID (from
+        // the call's span), METHOD, STATUS, LATENCY_US. If the
         // journal socket cannot be opened, stderr still reaches the journal.
-        tracing_journald::layer()
-            .ok()
-            .map(|layer| layer.with_syslog_identifier(program_name()))
+        tracing_journald::layer().ok().map(|layer| {
+            layer
+                .with_syslog_identifier(program_name())
+                .with_field_prefix(None)
+        })
     } else {
         None
     };
@@ -91,4 +93,38 @@ fn program_name() -> String {
                 .map(|name| name.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "todoapp".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    #[test]
+    fn the_journal_is_detected_only_when_stderr_is_its_stream() {
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat writes into the buffer we own.
+        assert_eq!(
+            unsafe { libc::fstat(std::io::stderr().as_raw_fd(), stat.as_mut_ptr()) },
+            0
+        );
+        // SAFETY: fstat succeeded.
+        let stat = unsafe { stat.assume_init() };
+        // Only this test reads or writes JOURNAL_STREAM in this process.
+        std::env::set_var("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino));
+        assert!(stderr_is_journal());
+        std::env::set_var(
+            "JOURNAL_STREAM",
+            format!("{}:{}", stat.st_dev, stat.st_ino + 1),
+        );
+        assert!(
+            !stderr_is_journal(),
+            "another stream: a child whose stderr was redirected"
+        );
+        std::env::set_var("JOURNAL_STREAM", "garbage");
+        assert!(!stderr_is_journal());
+        std::env::remove_var("JOURNAL_STREAM");
+        assert!(!stderr_is_journal());
+    }
 }
