@@ -6,6 +6,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -380,12 +381,26 @@ pub struct MethodMetrics {
     make_handled: Box<dyn Fn(Code) -> Counter + Send + Sync>,
 }
 
+/// Whether calls are counted: only where metrics are served, so that a
+/// service without `metrics.listen` pays nothing for them.
+static CALLS_COUNTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns on counting calls (`grpc_server_*`, `grpc_client_*`).
+pub fn count_calls() {
+    CALLS_COUNTED.store(true, Ordering::Relaxed);
+}
+
 impl MethodMetrics {
     pub fn started(&self) {
-        self.started.inc();
+        if CALLS_COUNTED.load(Ordering::Relaxed) {
+            self.started.inc();
+        }
     }
 
     pub fn handled(&self, code: Code, elapsed: Duration) {
+        if !CALLS_COUNTED.load(Ordering::Relaxed) {
+            return;
+        }
         let index = (code as usize).min(CODES - 1);
         self.handled[index]
             .get_or_init(|| (self.make_handled)(code))
@@ -687,6 +702,7 @@ mod tests {
             grpc_type: "unary",
         }];
         let table = MethodTable::server(&methods);
+        count_calls();
         table.get("/Test/Known").started();
         for garbage in ["/x/y", "/a/b", "/Test/Other"] {
             let metrics = table.get(garbage);

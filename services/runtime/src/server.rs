@@ -50,6 +50,9 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    if options.settings.metrics.listen_addr()?.is_some() {
+        crate::metrics::count_calls();
+    }
     let acceptor = TlsAcceptor::from(options.tls.clone());
     let limits = &options.settings.limits;
     let tracker =

@@ -31,6 +31,10 @@ pub struct Cli {
     /// `mariadbd` on PATH, data in the state dir) or a `mysql://` server URL.
     #[arg(long, value_name = "DB", default_value = "sqlite")]
     database: String,
+    /// Serve no Prometheus metrics (they are on by default), e.g. to
+    /// measure what they cost.
+    #[arg(long)]
+    no_metrics: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -194,10 +198,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     ));
 
     // Metrics: each service serves them on a loopback port of its own.
-    let metrics = MetricsAddrs::reserve()?;
-    user_config.push_str(&metrics.config(metrics.user));
-    let todo_config = todo_config + &metrics.config(metrics.todo);
-    gateway_config.push_str(&metrics.config(metrics.gateway));
+    let metrics = (!cli.no_metrics).then(MetricsAddrs::reserve).transpose()?;
+    let mut todo_config = todo_config;
+    if let Some(metrics) = &metrics {
+        user_config.push_str(&metrics.config(metrics.user));
+        todo_config.push_str(&metrics.config(metrics.todo));
+        gateway_config.push_str(&metrics.config(metrics.gateway));
+    }
 
     ensure_service_binaries().await?;
     let services = [
@@ -233,7 +240,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let info = serde_json::json!({
         "gateway": gateway_addr.to_string(),
         "ca_cert": ca_cert.display().to_string(),
-        "metrics": metrics.json(),
+        "metrics": metrics.as_ref().map(MetricsAddrs::json),
     });
     let tmp = state.join("stack.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
@@ -247,7 +254,9 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         "  try:     grpcurl -cacert {} {gateway_addr} list",
         ca_cert.display()
     );
-    metrics.print();
+    if let Some(metrics) = &metrics {
+        metrics.print();
+    }
     println!("  state:   {}", state.display());
     println!("Stop with Ctrl-C.");
 
