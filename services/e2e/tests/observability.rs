@@ -7,11 +7,10 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{free_addr, wait_for_port, Proc, Workspace};
+use support::{free_addr, http_get, wait_for_port, Proc, Workspace};
 use todoapp_api::to_do_client::ToDoClient;
 use todoapp_api::user_client::UserClient;
 use todoapp_api::{CreateToDoReq, GetToDoReq, LoginReq, RegisterReq, ToDoEntry};
@@ -24,18 +23,7 @@ struct Scrape(BTreeMap<(String, BTreeMap<String, String>), f64>);
 
 impl Scrape {
     fn fetch(addr: SocketAddr) -> Self {
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+        let (head, body) = http_get(addr, "/metrics");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(
             head.to_ascii_lowercase()
@@ -346,6 +334,9 @@ async fn metrics_traces_and_logs_follow_every_call() {
             "{service}"
         );
     }
+
+    let (head, _) = http_get(system.metrics[0], "/");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
     check_logs(&system, &token);
     check_dashboard_and_alert_names(&[&gateway, &user, &todo]);

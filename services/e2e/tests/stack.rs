@@ -133,7 +133,6 @@ async fn still_there(target: &Target, user: &(String, String, i32), title: &str)
 /// Each service's metrics, at the address in stack.json (and printed),
 /// after the e2e run: its calls were counted.
 fn metrics_are_served(stack: &Stack, state: &Path) {
-    use std::io::{Read, Write};
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("stack.json")).expect("stack.json"))
             .expect("JSON");
@@ -145,18 +144,8 @@ fn metrics_are_served(stack: &Stack, state: &Path) {
             stack.proc.log().contains(&format!("http://{addr}/metrics")),
             "address not printed"
         );
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let (head, response) = support::http_get(addr.parse().expect("address"), "/metrics");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(
             response.contains(&format!("todoapp_build_info{{service=\"{service}\"")),
             "{response}"
