@@ -41,9 +41,13 @@ pub fn channel(
 /// counted as `grpc_client_*{backend}`.
 pub type Backend = todoapp_runtime::upstream::Upstream<Channel>;
 
-/// Wraps the channel to `backend` (`user`, `todo`), which serves the gRPC
-/// service `service`.
-pub fn instrument(backend: &'static str, service: &str, channel: Channel) -> Backend {
+/// Wraps the channel (or any client service) to `backend` (`user`,
+/// `todo`), which serves the gRPC service `service`.
+pub fn instrument<S>(
+    backend: &'static str,
+    service: &str,
+    channel: S,
+) -> todoapp_runtime::upstream::Upstream<S> {
     let methods: Vec<_> = todoapp_runtime::metrics::methods_of(&[todoapp_api::FILE_DESCRIPTOR_SET])
         .into_iter()
         .filter(|method| method.service == service)
