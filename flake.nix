@@ -12,7 +12,13 @@
         "aarch64-linux"
       ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
-      built = forAllSystems (pkgs: import ./nixos-modules/packages.nix { inherit pkgs; });
+      built = forAllSystems (
+        pkgs:
+        import ./nixos-modules/packages.nix {
+          inherit pkgs;
+          revision = self.rev or self.dirtyRev or null;
+        }
+      );
     in
     {
       packages = lib.mapAttrs (_: p: removeAttrs p [ "checks" ]) built;

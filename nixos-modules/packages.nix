@@ -1,6 +1,11 @@
 # Packages of the flake: the Rust workspace, one package per binary, the
 # launcher wrapped with MariaDB, and OCI images.
-{ pkgs }:
+{
+  pkgs,
+  # The git revision built (the flake passes self.rev), shown in the
+  # services' todoapp_build_info metric; null: "unknown".
+  revision ? null,
+}:
 let
   inherit (pkgs) lib;
   version = (lib.importTOML ../Cargo.toml).workspace.package.version;
@@ -35,7 +40,10 @@ let
     # aws-lc-sys builds its C code with the cc crate; cmake is its fallback.
     nativeBuildInputs = [ pkgs.cmake ];
     dontUseCmakeConfigure = true;
-    env.SQLX_OFFLINE = "true";
+    env = {
+      SQLX_OFFLINE = "true";
+    }
+    // lib.optionalAttrs (revision != null) { TODOAPP_GIT_REVISION = revision; };
     # The tests need MariaDB; the flake's VM tests cover behaviour.
     doCheck = false;
     meta = meta // {

@@ -39,6 +39,15 @@ let
     address: port:
     if lib.hasInfix ":" address then "[${address}]:${toString port}" else "${address}:${toString port}";
 
+  metricsPorts = {
+    gateway = 9461;
+    user = 9462;
+    todo = 9463;
+  };
+  metricsListen =
+    name:
+    if cfg.${name}.metrics.enable then with cfg.${name}.metrics; hostPort listenAddress port else null;
+
   dbName = name: "todoapp_${name}";
   localDbUrl =
     name: "mysql://todoapp-${name}@localhost/${dbName name}?socket=/run/mysqld/mysqld.sock";
@@ -92,6 +101,29 @@ let
         IPv6 address (or prefix): a client that has both may connect over
         either. `localhost` means 127.0.0.0/8 and ::1.
       '';
+    };
+
+    metrics = {
+      enable = mkEnableOption "the Prometheus metrics listener of the ${name} service (`GET /metrics`)";
+
+      listenAddress = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        example = "0.0.0.0";
+        description = "Address the ${name} metrics socket listens on (a second socket unit).";
+      };
+
+      port = mkOption {
+        type = types.port;
+        default = metricsPorts.${name};
+        description = "TCP port the ${name} metrics socket listens on.";
+      };
+
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Whether to open {option}`metrics.port` in the firewall.";
+      };
     };
 
     logLevel = mkOption {
@@ -239,6 +271,7 @@ let
       privateNetwork = isBackend && net.privateNetwork;
       after = lib.optional afterMysql "mysql.service";
       wants = lib.optional afterMysql "mysql.service";
+      metricsListen = metricsListen name;
     };
 
   systemdFor =
@@ -256,16 +289,30 @@ let
         unitConfig = u.service.unit;
         serviceConfig = u.service.service;
       };
+    }
+    // lib.optionalAttrs (u.metricsSocket != null) {
+      sockets."todoapp-${name}-metrics" = {
+        inherit (u.metricsSocket) wantedBy;
+        unitConfig = u.metricsSocket.unit;
+        socketConfig = u.metricsSocket.socket;
+      };
     };
 
-  commonSettings = name: {
-    listen = mkDefault (hostPort cfg.${name}.listenAddress cfg.${name}.port);
-    log_level = mkDefault cfg.${name}.logLevel;
-    tls = {
-      cert = "tls.crt";
-      key = "tls.key";
+  commonSettings =
+    name:
+    {
+      listen = mkDefault (hostPort cfg.${name}.listenAddress cfg.${name}.port);
+      log_level = mkDefault cfg.${name}.logLevel;
+    }
+    // lib.optionalAttrs cfg.${name}.metrics.enable {
+      metrics.listen = metricsListen name;
+    }
+    // {
+      tls = {
+        cert = "tls.crt";
+        key = "tls.key";
+      };
     };
-  };
   backendSettings =
     name:
     commonSettings name
@@ -453,9 +500,11 @@ in
         });
         users.groups = lib.genAttrs (map (n: "todoapp-${n}") enabled) (_: { });
 
-        networking.firewall.allowedTCPPorts = map (n: cfg.${n}.port) (
-          builtins.filter (n: cfg.${n}.openFirewall) enabled
-        );
+        networking.firewall.allowedTCPPorts =
+          map (n: cfg.${n}.port) (builtins.filter (n: cfg.${n}.openFirewall) enabled)
+          ++ map (n: cfg.${n}.metrics.port) (
+            builtins.filter (n: cfg.${n}.metrics.enable && cfg.${n}.metrics.openFirewall) enabled
+          );
 
         systemd = lib.mkMerge (map systemdFor enabled);
 

@@ -103,6 +103,8 @@ let
       watchdogSec ? 30,
       restartSec ? 1,
       stopTimeoutSec ? 30,
+      # Address of the Prometheus metrics socket; null: no metrics socket.
+      metricsListen ? null,
     }:
     let
       unitName = "todoapp-${name}";
@@ -164,6 +166,17 @@ let
             IPAddressDeny = "any";
           }
           // (
+            if metricsListen == null then
+              { }
+            else
+              {
+                Sockets = [
+                  "${unitName}.socket"
+                  "${unitName}-metrics.socket"
+                ];
+              }
+          )
+          // (
             if privateNetwork then
               {
                 PrivateNetwork = true;
@@ -191,6 +204,27 @@ let
         # Installing the service installs its socket; the socket starts it.
         also = [ "${unitName}.socket" ];
       };
+
+      # Metrics come in on a socket of their own, passed to the service
+      # with the gRPC one (a backend without network access can still
+      # serve them). Scrapers are limited by the firewall, not here.
+      metricsSocket =
+        if metricsListen == null then
+          null
+        else
+          {
+            unit = {
+              Description = "${descriptions.${name}} metrics socket";
+              Documentation = documentation;
+            };
+            socket = {
+              ListenStream = [ metricsListen ];
+              FileDescriptorName = "${name}-metrics";
+              Service = "${unitName}.service";
+              NoDelay = true;
+            };
+            wantedBy = [ "sockets.target" ];
+          };
     };
 
   # Credential names used by the configs; see deploy/systemd/*.toml.

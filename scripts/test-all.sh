@@ -20,13 +20,15 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v jq >/dev/null || missing+=(jq)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian's mariadb-server package starts a system-wide server; the tests
-# start their own and do not need it.
+# start their own and do not need it. Likewise the prometheus package's
+# server: only its promtool is used.
 
 # The container test's Debian root file system (debootstrap, cached) is
 # fetched while the Rust code compiles: it is network-bound, the build is not.
@@ -39,6 +41,10 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Prometheus alert rules (promtool)"
+promtool check rules deploy/observability/alerts.yml
+jq empty deploy/observability/grafana-dashboard.json
 
 step "cargo test (unit, store, system and end-to-end tests; real MariaDB, real processes)"
 # The system tests run the service binaries, so build them all first.

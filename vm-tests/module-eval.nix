@@ -208,6 +208,23 @@ let
     }
   );
 
+  withMetrics = eval (
+    lib.recursiveUpdate allOnOneHost {
+      services.todoapp = {
+        gateway.metrics = {
+          enable = true;
+          listenAddress = "::";
+          openFirewall = true;
+        };
+        todo.metrics = {
+          enable = true;
+          port = 9500;
+        };
+      };
+    }
+  );
+  metricsSock = name: withMetrics.systemd.sockets."todoapp-${name}-metrics";
+
   cross = evalWith (lib.recursiveUpdate pkgs {
     stdenv.buildPlatform.canExecute = _: false;
   }) allOnOneHost;
@@ -391,6 +408,32 @@ let
         "10.0.0.5"
         "fd00::5"
         "fd00::6"
+      ];
+    "metrics off by default: no socket, no setting" =
+      !(single.systemd.sockets ? "todoapp-gateway-metrics")
+      && !(single.services.todoapp.gateway.settings ? metrics)
+      && !((svc "user").serviceConfig ? Sockets);
+    "metrics: gateway socket on [::]:9461, named for the service" =
+      (metricsSock "gateway").socketConfig.ListenStream == [ "[::]:9461" ]
+      && (metricsSock "gateway").socketConfig.FileDescriptorName == "gateway-metrics"
+      && (metricsSock "gateway").socketConfig.Service == "todoapp-gateway.service"
+      && (metricsSock "gateway").wantedBy == [ "sockets.target" ];
+    "metrics: the service gets both sockets" =
+      withMetrics.systemd.services.todoapp-todo.serviceConfig.Sockets == [
+        "todoapp-todo.socket"
+        "todoapp-todo-metrics.socket"
+      ];
+    "metrics: listen setting follows the options" =
+      withMetrics.services.todoapp.gateway.settings.metrics.listen == "[::]:9461"
+      && withMetrics.services.todoapp.todo.settings.metrics.listen == "127.0.0.1:9500";
+    "metrics: only enabled services get a socket" =
+      !(withMetrics.systemd.sockets ? "todoapp-user-metrics");
+    "metrics: backend without network access still serves them (socket passed)" =
+      withMetrics.systemd.services.todoapp-todo.serviceConfig.PrivateNetwork;
+    "metrics: firewall opens only the metrics port asked for" =
+      withMetrics.networking.firewall.allowedTCPPorts == [
+        50051
+        9461
       ];
     "cross build: config not checked by running the target's binary" =
       (cross.systemd.services.todoapp-user).serviceConfig.ExecStart

@@ -217,10 +217,46 @@ impl Pool {
     /// long under concurrency; queueing writers here, in order, avoids the
     /// retries. MariaDB needs no such lock.
     pub async fn write_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        static WAIT: std::sync::LazyLock<prometheus_client::metrics::histogram::Histogram> =
+            std::sync::LazyLock::new(|| {
+                todoapp_runtime::metrics::seconds_histogram(
+                    "todoapp_db_write_lock_wait_seconds",
+                    "Time a SQLite writer waited for the write lock",
+                )
+            });
         match self {
-            Pool::Sqlite(_, lock) => Some(lock.lock().await),
+            Pool::Sqlite(_, lock) => {
+                let start = std::time::Instant::now();
+                let guard = lock.lock().await;
+                WAIT.observe(start.elapsed().as_secs_f64());
+                Some(guard)
+            }
             Pool::MySql(_) => None,
         }
+    }
+
+    /// Exposes the pool's size and idle connections as gauges
+    /// (`todoapp_db_pool_connections`, `todoapp_db_pool_idle_connections`),
+    /// read at each scrape.
+    pub fn register_metrics(&self) {
+        let pool = self.clone();
+        todoapp_runtime::metrics::sampled_gauge(
+            "todoapp_db_pool_connections",
+            "Database connections open in the pool (busy and idle)",
+            move || on_pool!(&pool, |p| i64::from(p.size())),
+        );
+        let pool = self.clone();
+        todoapp_runtime::metrics::sampled_gauge(
+            "todoapp_db_pool_idle_connections",
+            "Idle database connections in the pool",
+            move || on_pool!(&pool, |p| p.num_idle() as i64),
+        );
+        let pool = self.clone();
+        todoapp_runtime::metrics::sampled_gauge(
+            "todoapp_db_pool_max_connections",
+            "Most database connections the pool may open",
+            move || on_pool!(&pool, |p| i64::from(p.options().get_max_connections())),
+        );
     }
 
     /// Whether the pool can hand out a working connection right now.

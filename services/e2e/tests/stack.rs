@@ -130,6 +130,33 @@ async fn still_there(target: &Target, user: &(String, String, i32), title: &str)
     assert_eq!(entry.title, title);
 }
 
+/// Each service's metrics, at the address in stack.json (and printed),
+/// after the e2e run: its calls were counted.
+fn metrics_are_served(stack: &Stack, state: &Path) {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("stack.json")).expect("stack.json"))
+            .expect("JSON");
+    for service in ["gateway", "user", "todo"] {
+        let addr = json["metrics"][service]
+            .as_str()
+            .unwrap_or_else(|| panic!("no metrics address for {service}: {json}"));
+        assert!(
+            stack.proc.log().contains(&format!("http://{addr}/metrics")),
+            "address not printed"
+        );
+        let (head, response) = support::http_get(addr.parse().expect("address"), "/metrics");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            response.contains(&format!("todoapp_build_info{{service=\"{service}\"")),
+            "{response}"
+        );
+        assert!(
+            response.contains("grpc_server_handled_total{grpc_type=\"unary\""),
+            "{service}: no call counted: {response}"
+        );
+    }
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
         .expect("metadata")
@@ -156,6 +183,7 @@ async fn sqlite_stack_passes_e2e_persists_and_stops_cleanly() {
 
     run_e2e(&stack.target);
     two_addresses(&stack.target).await;
+    metrics_are_served(&stack, state.path());
     let user = seed(&stack.target, "survives restarts").await;
     stop_stack(stack, state.path());
 

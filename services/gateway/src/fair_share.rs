@@ -108,6 +108,23 @@ pub enum Refusal {
     TooManyUsers { retry_after: Duration },
 }
 
+impl Refusal {
+    const LABELS: [&'static str; 3] = [
+        "fair_share_rate",
+        "fair_share_in_flight",
+        "fair_share_users",
+    ];
+
+    /// The `reason` label of `todoapp_calls_shed_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Refusal::RateLimited { .. } => Self::LABELS[0],
+            Refusal::TooManyInFlight { .. } => Self::LABELS[1],
+            Refusal::TooManyUsers { .. } => Self::LABELS[2],
+        }
+    }
+}
+
 /// Held for the length of one forwarded call: counts it as in flight.
 #[derive(Debug)]
 pub struct InFlight(Arc<AtomicU32>);
@@ -186,6 +203,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl FairShare {
     pub fn new(settings: FairShareSettings) -> Self {
+        todoapp_runtime::metrics::declare_shed_reasons(&Refusal::LABELS);
         let refill = |burst: u32, per_sec: u32| f64::from(burst) / f64::from(per_sec.max(1));
         let refill_time = Duration::from_secs_f64(
             refill(settings.read_burst, settings.reads_per_sec)
@@ -215,7 +233,11 @@ impl FairShare {
     /// Admits one call of `user` now, or says why not. The call counts as in
     /// flight until the returned guard is dropped.
     pub fn admit(&self, user: &str, budget: Budget) -> Result<InFlight, Refusal> {
-        self.admit_at(user, budget, Instant::now())
+        let admitted = self.admit_at(user, budget, Instant::now());
+        if let Err(refusal) = &admitted {
+            todoapp_runtime::metrics::count_shed(refusal.label());
+        }
+        admitted
     }
 
     fn admit_at(&self, user: &str, budget: Budget, now: Instant) -> Result<InFlight, Refusal> {

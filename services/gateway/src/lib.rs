@@ -57,6 +57,10 @@ impl Service for GatewayService {
             config.upstream.todo.urls(),
             &config.upstream,
         )?;
+        let user_channel =
+            upstream::instrument("user", todoapp_api::service_names::USER, user_channel);
+        let todo_channel =
+            upstream::instrument("todo", todoapp_api::service_names::TODO, todo_channel);
 
         let calls = CallSettings {
             request_timeout: std::time::Duration::from_millis(config.upstream.request_timeout_ms),
@@ -98,6 +102,7 @@ impl Service for GatewayService {
             // The units set WatchdogSec= for every service: an unfed
             // watchdog would have systemd kill the gateway every 30 s.
             probe: Some(todoapp_runtime::readiness::runtime_responsive()),
+            descriptor_sets: vec![todoapp_api::FILE_DESCRIPTOR_SET],
         };
         serve(options, routes).await
     }

@@ -17,7 +17,7 @@ use todoapp_runtime::connection::ConnectionInfo;
 
 use crate::fair_share::{Budget, FairShare, InFlight, Refusal, IN_FLIGHT_RETRY};
 use crate::token::{TokenError, TokenVerifier};
-use crate::upstream::{failed_endpoint, AvoidEndpoint, Balanced};
+use crate::upstream::{failed_endpoint, AvoidEndpoint, Backend};
 
 /// Largest backend response the gateway relays: follows from the largest
 /// ListToDo byte budget the todo service accepts.
@@ -296,12 +296,12 @@ impl CallSettings {
 }
 
 pub struct UserProxy {
-    client: UserClient<Balanced>,
+    client: UserClient<Backend>,
     settings: CallSettings,
 }
 
 impl UserProxy {
-    pub fn new(channel: Balanced, settings: CallSettings) -> Self {
+    pub fn new(channel: Backend, settings: CallSettings) -> Self {
         Self {
             client: UserClient::new(channel).max_decoding_message_size(MAX_UPSTREAM_RESPONSE),
             settings,
@@ -338,7 +338,7 @@ impl User for UserProxy {
 }
 
 pub struct TodoProxy {
-    client: ToDoClient<Balanced>,
+    client: ToDoClient<Backend>,
     verifier: Arc<TokenVerifier>,
     settings: CallSettings,
     fair_share: Arc<FairShare>,
@@ -346,7 +346,7 @@ pub struct TodoProxy {
 
 impl TodoProxy {
     pub fn new(
-        channel: Balanced,
+        channel: Backend,
         verifier: Arc<TokenVerifier>,
         settings: CallSettings,
         fair_share: Arc<FairShare>,
@@ -372,7 +372,10 @@ impl TodoProxy {
         // Two tokens are ambiguous: whichever one we picked, the other was
         // meant to count too.
         if values.next().is_some() {
-            return Err(GatewayError::Unauthenticated(TokenError::Ambiguous).into());
+            return Err(GatewayError::Unauthenticated(
+                self.verifier.refused(TokenError::Ambiguous),
+            )
+            .into());
         }
         let user_id = self
             .verifier

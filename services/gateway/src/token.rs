@@ -1,10 +1,13 @@
 //! Verifying client tokens: every call, before anything reaches a backend.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use todoapp_auth::{Claims, VerifyingKey};
 use todoapp_runtime::config::read_file;
 use todoapp_runtime::ConfigError;
@@ -86,8 +89,21 @@ impl TokenVerifier {
     }
 
     /// The verified user id (a UUID) from an `authorization` value, bare or
-    /// `Bearer <jwt>`.
+    /// `Bearer <jwt>`. Each outcome is counted in
+    /// `todoapp_token_verifications_total{outcome}`.
     pub fn verify(&self, authorization: Option<&[u8]>) -> Result<String, TokenError> {
+        let result = self.verify_uncounted(authorization);
+        metrics().count(&result);
+        result
+    }
+
+    /// Counts a refusal decided outside [`TokenVerifier::verify`].
+    pub fn refused(&self, error: TokenError) -> TokenError {
+        metrics().count(&Err(error));
+        error
+    }
+
+    fn verify_uncounted(&self, authorization: Option<&[u8]>) -> Result<String, TokenError> {
         let raw = authorization.ok_or(TokenError::Missing)?;
         if raw.len() > MAX_AUTHORIZATION_BYTES {
             return Err(TokenError::TooLong);
@@ -104,6 +120,7 @@ impl TokenVerifier {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         if let Some(user) = self.cached(token, now)? {
+            metrics().cache_hits.inc();
             return Ok(user);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
@@ -145,6 +162,55 @@ impl TokenVerifier {
             None => Ok(None),
         }
     }
+}
+
+impl TokenError {
+    /// The `outcome` label of a refusal.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenError::Missing => "missing",
+            TokenError::TooLong => "too_long",
+            TokenError::Ambiguous => "ambiguous",
+            TokenError::Malformed => "malformed",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::Rejected => "rejected",
+            TokenError::TooLongLived => "too_long_lived",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+struct TokenMetrics {
+    outcomes: Family<OutcomeLabel, Counter>,
+    cache_hits: Counter,
+}
+
+impl TokenMetrics {
+    fn count(&self, result: &Result<String, TokenError>) {
+        let outcome = match result {
+            Ok(_) => "valid",
+            Err(e) => e.label(),
+        };
+        self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+fn metrics() -> &'static TokenMetrics {
+    static METRICS: LazyLock<TokenMetrics> = LazyLock::new(|| TokenMetrics {
+        outcomes: todoapp_runtime::metrics::counter_family(
+            "todoapp_token_verifications",
+            "Client token verifications by outcome (valid, or why refused)",
+        ),
+        cache_hits: todoapp_runtime::metrics::counter(
+            "todoapp_token_cache_hits",
+            "Token verifications answered from the cache of verified tokens",
+        ),
+    });
+    &METRICS
 }
 
 #[cfg(test)]

@@ -312,6 +312,46 @@ pub struct ServerSettings {
     /// Bounds on what one client, and all clients together, may hold.
     #[serde(default)]
     pub limits: ServerLimits,
+    /// `text` (human-readable lines) or `json` (one object per line). Under
+    /// systemd (`JOURNAL_STREAM` set) logs go to the journal as structured
+    /// fields whatever this says.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// The Prometheus metrics listener (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Where metrics are served over HTTP (`GET /metrics`); off when `listen`
+/// is empty (the default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `IP:port` of the metrics listener; empty: no metrics listener.
+    pub listen: String,
+}
+
+impl MetricsSettings {
+    /// The address to serve metrics on, if metrics are on.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            ConfigError::invalid(
+                "metrics.listen",
+                format!("`{}` is not an IP:port address", self.listen),
+            )
+        })
+    }
 }
 
 /// Connection, stream and call bounds of a service's gRPC server (`[limits]`).
@@ -460,11 +500,21 @@ impl ServerSettings {
             tls_handshake_timeout_secs: 10,
             shutdown_timeout_secs: 10,
             limits: ServerLimits::default(),
+            log_format: LogFormat::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if let Some(metrics) = self.metrics.listen_addr()? {
+            if Some(metrics) == self.listen_addr().ok() {
+                return Err(ConfigError::invalid(
+                    "metrics.listen",
+                    "must differ from `listen`",
+                ));
+            }
+        }
         check_log_filter(&self.log_level)?;
         if self.max_message_bytes < 1024 || self.max_message_bytes > 16 * 1024 * 1024 {
             return Err(ConfigError::invalid(
@@ -762,6 +812,33 @@ mod tests {
             settings.validate().is_err(),
             "validate() must check log_level"
         );
+    }
+
+    #[test]
+    fn metrics_and_log_format_load_and_are_validated() {
+        let (_dir, path) =
+            write_config("log_format = \"json\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n");
+        let cfg: Sample = load("cfgtest14", Some(&path)).expect("load");
+        assert_eq!(cfg.server.log_format, LogFormat::Json);
+        assert_eq!(
+            cfg.server.metrics.listen_addr().expect("valid"),
+            Some("127.0.0.1:9100".parse().expect("addr"))
+        );
+        let defaults = ServerSettings::with_listen("127.0.0.1:1");
+        assert_eq!(defaults.metrics.listen_addr().expect("valid"), None);
+        assert_eq!(defaults.log_format, LogFormat::Text);
+
+        let (_dir, path) = write_config("log_format = \"xml\"\n");
+        let err = load::<Sample>("cfgtest15", Some(&path)).expect_err("bad format");
+        assert!(err.to_string().contains("log_format"), "{err}");
+
+        let mut bad = ServerSettings::with_listen("127.0.0.1:1");
+        bad.metrics.listen = "localhost".into();
+        let err = bad.validate().expect_err("bad address").to_string();
+        assert!(err.contains("`metrics.listen`"), "{err}");
+        bad.metrics.listen = "127.0.0.1:1".into();
+        let err = bad.validate().expect_err("same as listen").to_string();
+        assert!(err.contains("`metrics.listen`"), "{err}");
     }
 
     #[test]

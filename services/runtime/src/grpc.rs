@@ -1,9 +1,11 @@
-//! The layer at every service's gRPC edge: one log line per call (method,
-//! status, latency) and the mapping of tonic's OUT_OF_RANGE for oversized
+//! The layer at every service's gRPC edge: a tracing span per call carrying
+//! its trace id, one log line per call (method, status, latency), the
+//! `grpc_server_*` metrics, and the mapping of tonic's OUT_OF_RANGE for oversized
 //! messages to RESOURCE_EXHAUSTED, which is what clients expect.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -12,6 +14,9 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower_layer::Layer;
 use tower_service::Service;
+
+use crate::metrics::{MethodDescription, MethodMetrics, MethodTable};
+use crate::trace::{TraceContext, TRACEPARENT};
 
 const GRPC_STATUS: &str = "grpc-status";
 
@@ -30,15 +35,20 @@ pub fn internal(detail: &str) -> tonic::Status {
     tonic::Status::internal("internal error")
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct GrpcEdgeLayer {
     service: &'static str,
+    methods: Arc<MethodTable>,
 }
 
 impl GrpcEdgeLayer {
-    /// `service` names the service in every call line.
-    pub fn new(service: &'static str) -> Self {
-        Self { service }
+    /// `service` names the service in every call line; `methods` are the
+    /// methods it serves, each counted under its own labels.
+    pub fn new(service: &'static str, methods: &[MethodDescription]) -> Self {
+        Self {
+            service,
+            methods: Arc::new(MethodTable::server(methods)),
+        }
     }
 }
 
@@ -49,21 +59,23 @@ impl<S> Layer<S> for GrpcEdgeLayer {
         GrpcEdge {
             inner,
             service: self.service,
+            methods: self.methods.clone(),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GrpcEdge<S> {
     inner: S,
     service: &'static str,
+    methods: Arc<MethodTable>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcEdge<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    type Response = Response<EdgeBody<ResBody>>;
+    type Response = Response<ObservedBody<ResBody, CallRecord>>;
     type Error = S::Error;
     type Future = EdgeFuture<S::Future>;
 
@@ -72,15 +84,35 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let metrics = self.methods.get(request.uri().path()).clone();
+        metrics.started();
+        let context = match request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|value| TraceContext::parse(value.as_bytes()))
+        {
+            Some(parent) => TraceContext::child_of(&parent),
+            None => TraceContext::start(),
+        };
+        // Every line logged while the call runs carries its trace id.
+        let span = tracing::info_span!(
+            "call",
+            service = self.service,
+            trace_id = %format_args!("{:032x}", context.trace_id),
+        );
         let record = CallRecord {
-            service: self.service,
             method: request.uri().path().to_owned(),
             start: Instant::now(),
             done: false,
+            metrics,
+            span: span.clone(),
         };
+        let inner = context.sync_scope(|| span.in_scope(|| self.inner.call(request)));
         EdgeFuture {
-            inner: self.inner.call(request),
+            inner,
             record: Some(record),
+            context,
+            span,
         }
     }
 }
@@ -90,6 +122,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         record: Option<CallRecord>,
+        context: TraceContext,
+        span: tracing::Span,
     }
 }
 
@@ -97,41 +131,58 @@ impl<F, ResBody, E> Future for EdgeFuture<F>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,
 {
-    type Output = Result<Response<EdgeBody<ResBody>>, E>;
+    type Output = Result<Response<ObservedBody<ResBody, CallRecord>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        let mut record = this.record.take();
-        Poll::Ready(result.map(|response| {
-            let (mut parts, body) = response.into_parts();
-            // A trailers-only response (every error tonic raises before the
-            // handler runs) carries its status in the headers.
-            if let Some(code) = rewrite_status(&mut parts.headers) {
-                if let Some(record) = record.as_mut() {
-                    record.finish(code);
-                }
-            }
-            Response::from_parts(
-                parts,
-                EdgeBody {
-                    inner: body,
-                    record,
-                },
-            )
-        }))
+        let inner = this.inner;
+        let result = {
+            let _entered = this.span.enter();
+            ready!(this.context.sync_scope(|| inner.poll(cx)))
+        };
+        Poll::Ready(result.map(|response| observe_response(response, this.record.take())))
     }
+}
+
+/// Watches a response for its gRPC status (in the headers of a
+/// trailers-only response, else in the trailers) and hands it to the
+/// observer once.
+pub trait StatusObserver {
+    /// Called with the headers or trailers that carry `grpc-status`; may
+    /// rewrite them. Returns whether the call's outcome is now known.
+    fn observe(&mut self, map: &mut HeaderMap) -> bool;
+}
+
+pub(crate) fn observe_response<B, O: StatusObserver>(
+    response: Response<B>,
+    mut observer: Option<O>,
+) -> Response<ObservedBody<B, O>> {
+    let (mut parts, body) = response.into_parts();
+    // A trailers-only response (every error tonic raises before the
+    // handler runs) carries its status in the headers.
+    if let Some(watching) = observer.as_mut() {
+        if parts.headers.contains_key(GRPC_STATUS) && watching.observe(&mut parts.headers) {
+            observer = None;
+        }
+    }
+    Response::from_parts(
+        parts,
+        ObservedBody {
+            inner: body,
+            observer,
+        },
+    )
 }
 
 pin_project_lite::pin_project! {
-    pub struct EdgeBody<B> {
+    pub struct ObservedBody<B, O> {
         #[pin]
         inner: B,
-        record: Option<CallRecord>,
+        observer: Option<O>,
     }
 }
 
-impl<B: Body> Body for EdgeBody<B> {
+impl<B: Body, O: StatusObserver> Body for ObservedBody<B, O> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -144,9 +195,9 @@ impl<B: Body> Body for EdgeBody<B> {
         let frame = frame.map(|frame| {
             frame.map(|mut frame| {
                 if let Some(trailers) = frame.trailers_mut() {
-                    if let Some(code) = rewrite_status(trailers) {
-                        if let Some(record) = this.record.as_mut() {
-                            record.finish(code);
+                    if let Some(observer) = this.observer.as_mut() {
+                        if trailers.contains_key(GRPC_STATUS) && observer.observe(trailers) {
+                            *this.observer = None;
                         }
                     }
                 }
@@ -191,13 +242,14 @@ fn is_decode_failure(map: &HeaderMap) -> bool {
     })
 }
 
-/// One call's log line; written when the status is known, or as CANCELLED
-/// if the response is dropped first.
+/// One call's log line and metrics; written when the status is known, or
+/// as CANCELLED if the response is dropped first.
 pub struct CallRecord {
-    service: &'static str,
     method: String,
     start: Instant,
     done: bool,
+    metrics: Arc<MethodMetrics>,
+    span: tracing::Span,
 }
 
 impl CallRecord {
@@ -206,15 +258,30 @@ impl CallRecord {
             return;
         }
         self.done = true;
-        let micros = self.start.elapsed().as_micros() as u64;
-        tracing::info!(
-            target: "todoapp::call",
-            service = self.service,
-            method = %self.method,
-            status = ?code,
-            latency_us = micros,
-            "call"
-        );
+        let elapsed = self.start.elapsed();
+        self.metrics.handled(code, elapsed);
+        let micros = elapsed.as_micros() as u64;
+        self.span.in_scope(|| {
+            tracing::info!(
+                target: "todoapp::call",
+                method = %self.method,
+                status = ?code,
+                latency_us = micros,
+                "call"
+            )
+        });
+    }
+}
+
+impl StatusObserver for CallRecord {
+    fn observe(&mut self, map: &mut HeaderMap) -> bool {
+        match rewrite_status(map) {
+            Some(code) => {
+                self.finish(code);
+                true
+            }
+            None => false,
+        }
     }
 }
 

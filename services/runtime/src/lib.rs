@@ -11,11 +11,14 @@ pub mod grpc;
 pub mod limits;
 pub mod listener;
 pub mod memory;
+pub mod metrics;
 pub mod readiness;
 pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
+pub mod upstream;
 
 pub use config::{ConfigError, Secret};

@@ -53,6 +53,7 @@ pub struct CallLimitLayer {
 
 impl CallLimitLayer {
     pub fn new(limits: &ServerLimits) -> Self {
+        crate::metrics::declare_shed_reasons(&[SHED_HEADERS, SHED_CONNECTION_CAP, SHED_SERVER_CAP]);
         Self {
             max_header_list_bytes: limits.max_header_list_bytes as usize,
             per_connection: limits.max_calls_per_connection,
@@ -78,24 +79,31 @@ pub struct CallLimit<S> {
     limits: CallLimitLayer,
 }
 
+const SHED_HEADERS: &str = "headers_too_large";
+const SHED_CONNECTION_CAP: &str = "connection_call_cap";
+const SHED_SERVER_CAP: &str = "server_call_cap";
+
 /// The slots for a call, or the status refusing it before it starts.
 fn admit<B>(request: &Request<B>, limits: &CallLimitLayer) -> Result<CallSlots, Status> {
     if header_list_bytes(request) > limits.max_header_list_bytes {
+        crate::metrics::count_shed(SHED_HEADERS);
         return Err(Status::resource_exhausted("request headers too large"));
     }
     let connection = match request.extensions().get::<ConnectionInfo>() {
         Some(info) => Some(
             info.state
                 .begin_call(limits.per_connection)
-                .ok_or_else(|| Status::resource_exhausted("too many calls on this connection"))?,
+                .ok_or_else(|| {
+                    crate::metrics::count_shed(SHED_CONNECTION_CAP);
+                    Status::resource_exhausted("too many calls on this connection")
+                })?,
         ),
         None => None,
     };
-    let total = limits
-        .total
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| Status::unavailable("server busy, retry later"))?;
+    let total = limits.total.clone().try_acquire_owned().map_err(|_| {
+        crate::metrics::count_shed(SHED_SERVER_CAP);
+        Status::unavailable("server busy, retry later")
+    })?;
     Ok(CallSlots {
         _connection: connection,
         _total: total,

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
+use std::sync::Mutex;
 
 use tokio::net::TcpListener;
 
@@ -15,9 +16,20 @@ pub enum Origin {
 /// Returns the socket passed through `LISTEN_FDS` for this process (the one
 /// named `name` in `LISTEN_FDNAMES` when several are passed), or binds `addr`.
 pub async fn acquire(name: &str, addr: SocketAddr) -> std::io::Result<(TcpListener, Origin)> {
-    if let Some(fd) = passed_fd(name)? {
+    listen(passed_fd(name, Match::NameOrOnly)?, addr).await
+}
+
+/// As [`acquire`], but only a socket passed under exactly `name` is taken
+/// (a service's second listener, e.g. `gateway-metrics`).
+pub async fn acquire_named(name: &str, addr: SocketAddr) -> std::io::Result<(TcpListener, Origin)> {
+    listen(passed_fd(name, Match::Name)?, addr).await
+}
+
+async fn listen(fd: Option<RawFd>, addr: SocketAddr) -> std::io::Result<(TcpListener, Origin)> {
+    if let Some(fd) = fd {
         // SAFETY: the service manager handed this descriptor to this process
-        // (LISTEN_PID matched); nothing else in the process owns it.
+        // (LISTEN_PID matched); it is taken from PASSED once, so nothing else
+        // in the process owns it.
         let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
         std_listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(std_listener)?;
@@ -26,18 +38,29 @@ pub async fn acquire(name: &str, addr: SocketAddr) -> std::io::Result<(TcpListen
     Ok((TcpListener::bind(addr).await?, Origin::Bound))
 }
 
-fn passed_fd(name: &str) -> std::io::Result<Option<RawFd>> {
-    // Also sets FD_CLOEXEC on every passed descriptor and unsets the
-    // variables, so children we start never see them.
-    let fds: Vec<(RawFd, String)> = sd_notify::listen_fds_with_names(true)?.collect();
-    let chosen = match fds.as_slice() {
-        [] => None,
-        [(fd, _)] => Some(*fd),
-        several => several
-            .iter()
-            .find(|(_, fd_name)| fd_name == name)
-            .map(|(fd, _)| *fd)
-            .or_else(|| several.first().map(|(fd, _)| *fd)),
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// The socket named so, else the only or first one passed.
+    NameOrOnly,
+    Name,
+}
+
+/// The sockets passed by the service manager that are not yet taken.
+static PASSED: Mutex<Option<Vec<(RawFd, String)>>> = Mutex::new(None);
+
+fn passed_fd(name: &str, matching: Match) -> std::io::Result<Option<RawFd>> {
+    let mut passed = PASSED.lock().unwrap_or_else(|e| e.into_inner());
+    if passed.is_none() {
+        // Also sets FD_CLOEXEC on every passed descriptor and unsets the
+        // variables, so children we start never see them.
+        *passed = Some(sd_notify::listen_fds_with_names(true)?.collect());
+    }
+    let Some(fds) = passed.as_mut() else {
+        return Ok(None);
     };
-    Ok(chosen)
+    let position = fds
+        .iter()
+        .position(|(_, fd_name)| fd_name == name)
+        .or_else(|| (matching == Match::NameOrOnly && !fds.is_empty()).then_some(0));
+    Ok(position.map(|index| fds.remove(index).0))
 }

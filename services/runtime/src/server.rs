@@ -19,6 +19,7 @@ use crate::connection::{AcceptErrorLog, Connection, ConnectionTracker};
 use crate::grpc::GrpcEdgeLayer;
 use crate::limits::CallLimitLayer;
 use crate::listener::{self, Origin};
+use crate::metrics::MethodDescription;
 use crate::readiness::{self, Probe};
 use crate::shutdown;
 
@@ -35,6 +36,10 @@ pub struct ServeOptions {
     pub health_services: Vec<&'static str>,
     /// Feeds the systemd watchdog while it passes.
     pub probe: Option<Probe>,
+    /// Encoded `FileDescriptorSet`s describing the services served: each
+    /// method of `health_services` (and of gRPC health) gets its own metric
+    /// labels; other paths count as `unknown`.
+    pub descriptor_sets: Vec<&'static [u8]>,
 }
 
 /// Serves `routes` until SIGTERM/SIGINT, then drains in-flight calls for at
@@ -45,13 +50,19 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    if options.settings.metrics.listen_addr()?.is_some() {
+        crate::metrics::count_calls();
+    }
     let acceptor = TlsAcceptor::from(options.tls.clone());
     let limits = &options.settings.limits;
+    let tracker =
+        ConnectionTracker::new(limits.max_connections_per_address, limits.max_connections);
     let incoming = tls_incoming(
         listener,
         acceptor,
         options.settings.handshake_timeout(),
         limits,
+        tracker.clone(),
     );
 
     let server = tonic::transport::Server::builder()
@@ -61,7 +72,7 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
         .http2_max_header_list_size(limits.hard_header_list_bytes())
         .http2_keepalive_interval(Some(Duration::from_secs(limits.keepalive_interval_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(limits.keepalive_timeout_secs)))
-        .layer(GrpcEdgeLayer::new(options.name))
+        .layer(GrpcEdgeLayer::new(options.name, &served_methods(&options)))
         .layer(CallLimitLayer::new(limits))
         .add_routes(routes);
 
@@ -87,6 +98,24 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
         let _ = draining_tx.send(());
     };
 
+    let metrics = match options.settings.metrics.listen_addr()? {
+        Some(addr) => {
+            let (local, task) = crate::metrics::spawn_listener(options.name, addr)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+            crate::metrics::sampled_gauge(
+                "todoapp_connections_open",
+                "Client connections open now",
+                {
+                    let tracker = tracker.clone();
+                    move || tracker.open() as i64
+                },
+            );
+            tracing::info!(service = options.name, %local, "serving metrics");
+            Some(task)
+        }
+        None => None,
+    };
     let watchdog = options.probe.clone().and_then(readiness::spawn_watchdog);
     let trimmer = crate::memory::spawn_trimmer(Duration::from_secs(5));
     let how = match origin {
@@ -116,8 +145,23 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
         watchdog.abort();
     }
     trimmer.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     tracing::info!(service = options.name, "stopped");
     result
+}
+
+fn served_methods(options: &ServeOptions) -> Vec<MethodDescription> {
+    let mut sets = options.descriptor_sets.clone();
+    sets.push(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    crate::metrics::methods_of(&sets)
+        .into_iter()
+        .filter(|method| {
+            method.service == "grpc.health.v1.Health"
+                || options.health_services.contains(&method.service.as_str())
+        })
+        .collect()
 }
 
 /// Accepts TCP connections and completes TLS handshakes off the accept loop.
@@ -130,10 +174,13 @@ fn tls_incoming(
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
     limits: &ServerLimits,
+    tracker: Arc<ConnectionTracker>,
 ) -> ReceiverStream<Result<Connection<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(256);
-    let tracker =
-        ConnectionTracker::new(limits.max_connections_per_address, limits.max_connections);
+    let refused = crate::metrics::counter(
+        "todoapp_connections_refused",
+        "Connections closed on accept because a connection cap was reached",
+    );
     let idle_timeout = limits.idle_timeout();
     tokio::spawn(async move {
         let mut accept_errors = AcceptErrorLog::default();
@@ -155,6 +202,7 @@ fn tls_incoming(
                 }
             };
             let Some(slot) = tracker.admit(peer.ip()) else {
+                refused.inc();
                 if let Some(count) = refusals.record(std::time::Instant::now()) {
                     tracing::warn!(%peer, count, open = tracker.open(), "connection cap reached; closing new connections");
                 }

@@ -103,7 +103,9 @@ pub fn main<S: Service>() -> ExitCode {
         };
     }
 
-    crate::telemetry::init(&S::server_settings(&config).log_level);
+    let settings = S::server_settings(&config);
+    crate::telemetry::init(&settings.log_level, settings.log_format);
+    crate::metrics::register_build_info(S::NAME, env!("CARGO_PKG_VERSION"));
     crate::tls::install_crypto_provider();
     crate::memory::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -31,6 +31,10 @@ pub struct Cli {
     /// `mariadbd` on PATH, data in the state dir) or a `mysql://` server URL.
     #[arg(long, value_name = "DB", default_value = "sqlite")]
     database: String,
+    /// Serve no Prometheus metrics (they are on by default), e.g. to
+    /// measure what they cost.
+    #[arg(long)]
+    no_metrics: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -195,6 +199,15 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         toml::Value::String(pki_path(files::JWT_PUBLIC_KEY))
     ));
 
+    // Metrics: each service serves them on a loopback port of its own.
+    let metrics = (!cli.no_metrics).then(MetricsAddrs::reserve).transpose()?;
+    let mut todo_config = todo_config;
+    if let Some(metrics) = &metrics {
+        user_config.push_str(&metrics.config(metrics.user));
+        todo_config.push_str(&metrics.config(metrics.todo));
+        gateway_config.push_str(&metrics.config(metrics.gateway));
+    }
+
     ensure_service_binaries().await?;
     let services = [
         ("user", user_config, user_socket),
@@ -229,6 +242,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let info = serde_json::json!({
         "gateway": gateway_addr.to_string(),
         "ca_cert": ca_cert.display().to_string(),
+        "metrics": metrics.as_ref().map(MetricsAddrs::json),
     });
     let tmp = state.join("stack.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
@@ -250,6 +264,9 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         "  or:      grpcurl -cacert {} {gateway_addr} list",
         ca_cert.display()
     );
+    if let Some(metrics) = &metrics {
+        metrics.print();
+    }
     println!("  state:   {}", state.display());
     println!("Stop with Ctrl-C.");
 
@@ -258,6 +275,47 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let _ = std::fs::remove_file(&stack_json);
     shutdown(running, mariadb).await;
     Ok(())
+}
+
+/// Where each service serves its Prometheus metrics.
+struct MetricsAddrs {
+    gateway: SocketAddr,
+    user: SocketAddr,
+    todo: SocketAddr,
+}
+
+impl MetricsAddrs {
+    /// Free loopback ports, found by binding port 0 (the services bind
+    /// them again at once; nothing else on a developer machine races
+    /// for ephemeral ports in that instant).
+    fn reserve() -> Result<Self, Error> {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let held = [bind(loopback)?, bind(loopback)?, bind(loopback)?];
+        Ok(Self {
+            gateway: held[0].local_addr()?,
+            user: held[1].local_addr()?,
+            todo: held[2].local_addr()?,
+        })
+    }
+
+    fn config(&self, addr: SocketAddr) -> String {
+        format!("\n[metrics]\nlisten = \"{addr}\"\n")
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "gateway": self.gateway.to_string(),
+            "user": self.user.to_string(),
+            "todo": self.todo.to_string(),
+        })
+    }
+
+    fn print(&self) {
+        println!(
+            "  metrics: http://{}/metrics (gateway), http://{}/metrics (user), http://{}/metrics (todo)",
+            self.gateway, self.user, self.todo
+        );
+    }
 }
 
 const SERVICE_BINARIES: [&str; 3] = ["todoapp-gateway", "todoapp-user", "todoapp-todo"];

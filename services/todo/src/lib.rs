@@ -52,6 +52,7 @@ impl Service for TodoService {
     async fn serve(config: TodoConfig) -> Result<(), BoxError> {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let (pool, store) = open_store(&config).await?;
+        pool.register_metrics();
         let expiry = store.spawn_request_expiry(std::time::Duration::from_secs(3600));
 
         let todo = ToDoServer::new(TodoApi::new(store, config.list_max_bytes))
@@ -69,6 +70,7 @@ impl Service for TodoService {
             health,
             health_services: vec![todoapp_api::service_names::TODO],
             probe: Some(pool.probe()),
+            descriptor_sets: vec![todoapp_api::FILE_DESCRIPTOR_SET],
         };
         let served = serve(options, routes).await;
         expiry.abort();

@@ -58,6 +58,7 @@ impl Service for UserService {
         let issuer = TokenIssuer::load(&config.jwt)?;
         let hasher = Hasher::new(&config.argon2)?;
         let (pool, store) = open_store(&config).await?;
+        pool.register_metrics();
 
         let limit = config.server.max_message_bytes;
         let user = UserServer::new(UserApi::new(
@@ -80,6 +81,7 @@ impl Service for UserService {
             health,
             health_services: vec![todoapp_api::service_names::USER],
             probe: Some(pool.probe()),
+            descriptor_sets: vec![todoapp_api::FILE_DESCRIPTOR_SET],
         };
         let served = serve(options, routes).await;
         pool.close().await;

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -45,7 +46,7 @@ enum Job {
 
 #[derive(Clone)]
 pub struct Hasher {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<(Instant, Job)>,
     /// Verified against when the user does not exist, so both login
     /// failures cost one verification.
     dummy_hash: Arc<str>,
@@ -63,6 +64,8 @@ pub struct HashStats {
     pub hashes: AtomicUsize,
     in_flight: AtomicUsize,
     pub peak_in_flight: AtomicUsize,
+    /// Jobs submitted that no worker has started yet.
+    pub queued: AtomicUsize,
 }
 
 /// One worker's reusable argon2 state.
@@ -196,8 +199,31 @@ impl Hasher {
             .hash("timing-equaliser")
             .map_err(|e| ConfigError::invalid("argon2", format!("{e:?}")))?;
 
+        let queue_wait = todoapp_runtime::metrics::seconds_histogram(
+            "todoapp_argon2_queue_wait_seconds",
+            "Time a password hash or verification waited for a hashing worker",
+        );
+        for (name, help, read) in [
+            (
+                "todoapp_argon2_queue_depth",
+                "Password hashes and verifications waiting for a hashing worker",
+                (|stats: &HashStats| &stats.queued) as fn(&HashStats) -> &AtomicUsize,
+            ),
+            (
+                "todoapp_argon2_in_flight",
+                "Password hashes and verifications being computed",
+                |stats: &HashStats| &stats.in_flight,
+            ),
+        ] {
+            let stats = Arc::downgrade(&stats);
+            todoapp_runtime::metrics::sampled_gauge(name, help, move || {
+                stats
+                    .upgrade()
+                    .map_or(0, |stats| read(&stats).load(Ordering::Relaxed) as i64)
+            });
+        }
         // Bounded: callers wait for room instead of queueing without limit.
-        let (jobs, queue) = mpsc::channel::<Job>(1024);
+        let (jobs, queue) = mpsc::channel::<(Instant, Job)>(1024);
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..workers {
             let queue = queue.clone();
@@ -206,6 +232,7 @@ impl Hasher {
                 memory: Vec::new(),
                 stats: stats.clone(),
             };
+            let queue_wait = queue_wait.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
@@ -218,7 +245,11 @@ impl Hasher {
                             Err(_) => None,
                         };
                         match job {
-                            Some(job) => worker.run(job),
+                            Some((queued_at, job)) => {
+                                worker.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                                queue_wait.observe(queued_at.elapsed().as_secs_f64());
+                                worker.run(job)
+                            }
                             None => break,
                         }
                     }
@@ -273,10 +304,11 @@ impl Hasher {
         job: Job,
         answer: oneshot::Receiver<Result<T, UserError>>,
     ) -> Result<T, UserError> {
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| UserError::Internal("hashing workers gone".into()))?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send((Instant::now(), job)).await.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(UserError::Internal("hashing workers gone".into()));
+        }
         answer
             .await
             .map_err(|_| UserError::Internal("hashing worker dropped a job".into()))?

@@ -26,6 +26,10 @@ use hashlink::LruCache;
 
 use crate::config::ThrottleSettings;
 
+/// The `reason` labels of `todoapp_calls_shed_total`.
+const SHED_LOGIN: &str = "login_throttled";
+const SHED_REGISTRATION: &str = "registration_throttled";
+
 /// The caller must wait this long before trying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttled {
@@ -98,6 +102,7 @@ fn bucket(address: IpAddr) -> IpAddr {
 
 impl Throttle {
     pub fn new(settings: ThrottleSettings) -> Self {
+        todoapp_runtime::metrics::declare_shed_reasons(&[SHED_LOGIN, SHED_REGISTRATION]);
         let capacity = settings.max_tracked;
         Self {
             settings,
@@ -128,7 +133,11 @@ impl Throttle {
     /// Lets a login attempt for `username` from `address` through, counted
     /// as a failure until [`Throttle::login_succeeded`], or refuses it.
     pub fn login_attempt(&self, username: &str, address: IpAddr) -> Result<(), Throttled> {
-        self.login_attempt_at(username, address, Instant::now())
+        let attempt = self.login_attempt_at(username, address, Instant::now());
+        if attempt.is_err() {
+            todoapp_runtime::metrics::count_shed(SHED_LOGIN);
+        }
+        attempt
     }
 
     fn login_attempt_at(
@@ -197,7 +206,11 @@ impl Throttle {
 
     /// Counts a registration attempt from `address`, or refuses it.
     pub fn registration(&self, address: IpAddr) -> Result<(), Throttled> {
-        self.registration_at(address, Instant::now())
+        let attempt = self.registration_at(address, Instant::now());
+        if attempt.is_err() {
+            todoapp_runtime::metrics::count_shed(SHED_REGISTRATION);
+        }
+        attempt
     }
 
     fn registration_at(&self, address: IpAddr, now: Instant) -> Result<(), Throttled> {
