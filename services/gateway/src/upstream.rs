@@ -692,6 +692,27 @@ pub fn failed_endpoint(status: &tonic::Status) -> Option<SocketAddr> {
     None
 }
 
+/// A backend channel whose calls pass the current trace context on and are
+/// counted as `grpc_client_*{backend}`.
+pub type Backend = todoapp_runtime::upstream::Upstream<Balanced>;
+
+/// Wraps the channel (or any client service) to `backend` (`user`,
+/// `todo`), which serves the gRPC service `service`.
+pub fn instrument<S>(
+    backend: &'static str,
+    service: &str,
+    channel: S,
+) -> todoapp_runtime::upstream::Upstream<S> {
+    let methods: Vec<_> = todoapp_runtime::metrics::methods_of(&[todoapp_api::FILE_DESCRIPTOR_SET])
+        .into_iter()
+        .filter(|method| method.service == service)
+        .collect();
+    tower_layer::Layer::layer(
+        &todoapp_runtime::upstream::UpstreamLayer::new(backend, &methods),
+        channel,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::ToSocketAddrs;
@@ -1041,25 +1062,4 @@ mod tests {
         gets(&client, 20, None).await;
         assert_eq!(a.take_calls(), 20);
     }
-}
-
-/// A backend channel whose calls pass the current trace context on and are
-/// counted as `grpc_client_*{backend}`.
-pub type Backend = todoapp_runtime::upstream::Upstream<Balanced>;
-
-/// Wraps the channel (or any client service) to `backend` (`user`,
-/// `todo`), which serves the gRPC service `service`.
-pub fn instrument<S>(
-    backend: &'static str,
-    service: &str,
-    channel: S,
-) -> todoapp_runtime::upstream::Upstream<S> {
-    let methods: Vec<_> = todoapp_runtime::metrics::methods_of(&[todoapp_api::FILE_DESCRIPTOR_SET])
-        .into_iter()
-        .filter(|method| method.service == service)
-        .collect();
-    tower_layer::Layer::layer(
-        &todoapp_runtime::upstream::UpstreamLayer::new(backend, &methods),
-        channel,
-    )
 }
