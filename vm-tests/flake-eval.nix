@@ -171,6 +171,7 @@ let
         "oci-todo"
         "oci-user"
         "todoapp-stack"
+        "vm-cluster"
         "vm-multi-node"
         "vm-single-node"
       ];
@@ -180,6 +181,13 @@ let
         "client"
         "db"
         "gateway"
+      ];
+    "VM cluster machines" =
+      names self.checks.x86_64-linux.vm-cluster.test.nodes == [
+        "client"
+        "node1"
+        "node2"
+        "node3"
       ];
     "clippy denies correctness and suspicious lints only" =
       let
