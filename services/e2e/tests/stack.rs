@@ -346,8 +346,8 @@ async fn galera_stack_with_two_replicas_serves_through_each_gateway_and_survives
     let account = ctx.account().await.expect("account");
     // SAFETY: kill(2) on a process this test's stack started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    // Reads for two seconds (a tight loop of writes would meet the per-user
-    // write rate limit), a write every tenth call.
+    // Reads for two seconds, a write every tenth call, 20 calls a second:
+    // below the gateway's per-user fair share (a tight loop would meet it).
     let until = Instant::now() + Duration::from_secs(2);
     let mut calls = 0;
     while Instant::now() < until {
@@ -364,6 +364,7 @@ async fn galera_stack_with_two_replicas_serves_through_each_gateway_and_survives
                 .unwrap_or_else(|s| panic!("list {calls} through the other gateway failed: {s:?}"));
         }
         calls += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(calls > 0);
     stop_stack(stack, state.path());
