@@ -84,6 +84,7 @@
           inherit (built.${system}.checks) clippy imageClosureCheck;
           vm-single-node = import ./vm-tests/single-node.nix args;
           vm-multi-node = import ./vm-tests/multi-node.nix args;
+          vm-cluster = import ./vm-tests/cluster.nix args;
         }
       );
 

@@ -187,6 +187,7 @@ let
         "oci-user"
         "todoapp-stack"
         "todoctl"
+        "vm-cluster"
         "vm-multi-node"
         "vm-single-node"
       ];
@@ -196,6 +197,13 @@ let
         "client"
         "db"
         "gateway"
+      ];
+    "VM cluster machines" =
+      names self.checks.x86_64-linux.vm-cluster.test.nodes == [
+        "client"
+        "node1"
+        "node2"
+        "node3"
       ];
     "clippy denies correctness and suspicious lints only" =
       let

@@ -125,6 +125,22 @@ macro_rules! on_pool {
 /// truncated or coerced, UTC, utf8mb4.
 const MYSQL_SESSION: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'";
 
+/// On a Galera node, reads and the start of every transaction (bit 1:
+/// SELECT, SHOW, BEGIN) first wait until this node has applied every write
+/// set the cluster committed before them, so a caller whose previous call
+/// wrote through another node reads its own writes. Writes need no wait:
+/// they start with BEGIN or are certified cluster-wide at commit.
+const GALERA_SESSION: &str = "SET SESSION wsrep_sync_wait = 1";
+
+/// Whether the server is a Galera node with replication on (`wsrep_on`).
+/// Servers without wsrep support (MySQL) do not know the variable: not one.
+async fn is_galera_node(conn: &mut sqlx::MySqlConnection) -> bool {
+    let on: Result<Option<String>, _> = sqlx::query_scalar("SELECT CAST(@@wsrep_on AS CHAR)")
+        .fetch_optional(&mut *conn)
+        .await;
+    matches!(on, Ok(Some(v)) if v == "1" || v.eq_ignore_ascii_case("ON"))
+}
+
 pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     let kind = settings
         .kind()
@@ -171,6 +187,9 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(MYSQL_SESSION).await?;
+                        if is_galera_node(conn).await {
+                            conn.execute(GALERA_SESSION).await?;
+                        }
                         Ok(())
                     })
                 })
@@ -189,7 +208,9 @@ pub fn now_micros() -> i64 {
 }
 
 impl Pool {
-    /// Runs the embedded migrations for this pool's engine.
+    /// Runs the embedded migrations for this pool's engine. On MariaDB,
+    /// under [`migration::ClusterLock`]: sqlx's own lock (`GET_LOCK`) is
+    /// local to one server, and Galera does not replicate it.
     pub async fn migrate(
         &self,
         sqlite: &sqlx::migrate::Migrator,
@@ -197,7 +218,12 @@ impl Pool {
     ) -> Result<(), StoreError> {
         match self {
             Pool::Sqlite(p, _) => sqlite.run(p).await?,
-            Pool::MySql(p) => mysql.run(p).await?,
+            Pool::MySql(p) => {
+                let lock = migration::ClusterLock::acquire(p).await?;
+                let migrated = mysql.run(p).await;
+                lock.release(p).await;
+                migrated?;
+            }
         }
         Ok(())
     }
@@ -276,6 +302,10 @@ impl Pool {
     }
 }
 
+pub mod migration;
+mod retry;
+pub use retry::{retry_contended, Contended, RETRY_ATTEMPTS};
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How a storage operation failed, as far as callers need to know. Each
@@ -304,6 +334,19 @@ impl StoreError {
         StoreError::Internal(detail.into().into())
     }
 
+    /// Whether the database refused the transaction because of another one
+    /// (a deadlock, or on Galera a certification failure: MariaDB error
+    /// 1213): nothing was written and the whole transaction may be retried.
+    pub fn is_contention(&self) -> bool {
+        let StoreError::Unavailable(source) = self else {
+            return false;
+        };
+        source
+            .downcast_ref::<sqlx::Error>()
+            .and_then(mariadb_error_number)
+            == Some(ER_LOCK_DEADLOCK)
+    }
+
     /// This error and its sources, for one log line.
     pub fn detail(&self) -> String {
         let mut detail = self.to_string();
@@ -329,6 +372,11 @@ impl From<sqlx::Error> for StoreError {
                 source: error.into(),
             },
             sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
+                StoreError::Unavailable(error.into())
+            }
+            sqlx::Error::Database(_)
+                if mariadb_error_number(&error) == Some(ER_LOCK_WAIT_TIMEOUT) =>
+            {
                 StoreError::Unavailable(error.into())
             }
             _ => StoreError::Internal(error.into()),
@@ -368,9 +416,29 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-/// MariaDB server-gone / shutdown codes (SQLSTATE 08xxx, or "70100" kill),
-/// and a transaction chosen as a deadlock victim (SQLSTATE 40001, "try
-/// restarting transaction"): all transient, so retryable.
+/// MariaDB's "deadlock found; try restarting transaction", also what a
+/// Galera certification failure or brute-force abort reports.
+const ER_LOCK_DEADLOCK: u16 = 1213;
+/// "Lock wait timeout exceeded", also what a Galera node reports when
+/// `wsrep_sync_wait` cannot catch up in time (`wsrep_sync_wait` failures
+/// have no error of their own).
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
+fn mariadb_error_number(error: &sqlx::Error) -> Option<u16> {
+    match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|e| e.number()),
+        _ => None,
+    }
+}
+
+/// MariaDB server-gone / shutdown codes (SQLSTATE 08xxx, or "70100" kill;
+/// a Galera node outside the primary component answers 1047 with 08S01),
+/// a transaction chosen as a deadlock victim or failing Galera
+/// certification (SQLSTATE 40001, error 1213: retried in place, see
+/// [`retry_contended`]) and a lock wait timeout (1205, after a wait of
+/// seconds: not retried in place, the client may retry): all transient.
 fn is_transient(code: Option<&str>) -> bool {
     matches!(code, Some(c) if c.starts_with("08") || c == "70100" || c == "40001")
 }

@@ -2,6 +2,7 @@
 //! launcher and the test suites use it. Nothing here runs in production.
 
 pub mod bins;
+pub mod galera;
 pub mod mariadb;
 pub mod pki;
 

@@ -20,20 +20,42 @@ pub struct MariaDb {
     base: PathBuf,
 }
 
+/// How to run a server beyond the defaults: extra `mariadbd` options and,
+/// when started as root, the account it switches to.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Options appended to the command line (e.g. the wsrep settings).
+    pub extra_args: Vec<String>,
+    /// Run as this account when started as root (its files are given to
+    /// it); default `root`.
+    pub os_user: Option<String>,
+}
+
+impl ServerOptions {
+    pub(crate) fn os_user_if_root(&self) -> Option<&str> {
+        let as_root = unsafe { libc::geteuid() } == 0;
+        as_root.then(|| self.os_user.as_deref().unwrap_or("root"))
+    }
+}
+
 impl MariaDb {
     /// Starts a server whose files all live under `base` (created if
     /// needed). An existing data directory is reused, so data persists.
     pub fn start(base: &Path) -> Result<Self, DevError> {
-        let mariadbd = crate::bins::on_path("mariadbd")
-            .or_else(|| crate::bins::on_path("mysqld"))
-            .ok_or_else(|| {
-                DevError::Missing(format!("`mariadbd` is not on PATH: {INSTALL_HINT}"))
-            })?;
+        Self::start_with(base, &ServerOptions::default())
+    }
+
+    /// [`MariaDb::start`] with extra options.
+    pub fn start_with(base: &Path, options: &ServerOptions) -> Result<Self, DevError> {
+        let mariadbd = find_mariadbd()?;
         let datadir = base.join("data");
         let socket = base.join("mysqld.sock");
         std::fs::create_dir_all(base)
             .map_err(DevError::io(format!("creating {}", base.display())))?;
-        let as_root = unsafe { libc::geteuid() } == 0;
+        let os_user = options.os_user_if_root();
+        if let Some(user) = os_user.filter(|u| *u != "root") {
+            give_to(base, user)?;
+        }
 
         if !datadir.join("mysql").is_dir() {
             let install = crate::bins::on_path("mariadb-install-db")
@@ -50,8 +72,8 @@ impl MariaDb {
                 .arg("--skip-test-db")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
-            if as_root {
-                cmd.arg("--user=root");
+            if let Some(user) = os_user {
+                cmd.arg(format!("--user={user}"));
             }
             let out = cmd
                 .output()
@@ -67,27 +89,7 @@ impl MariaDb {
 
         let _ = std::fs::remove_file(&socket);
         let log = base.join("mariadbd.log");
-        let mut cmd = Command::new(mariadbd);
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", datadir.display()))
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!(
-                "--pid-file={}",
-                base.join("mariadbd.pid").display()
-            ))
-            .arg(format!("--log-error={}", log.display()))
-            .arg("--skip-networking")
-            .arg("--skip-log-bin")
-            .arg("--innodb-use-native-aio=0")
-            .arg("--innodb-buffer-pool-size=32M")
-            .arg("--character-set-server=utf8mb4")
-            .arg("--collation-server=utf8mb4_bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if as_root {
-            cmd.arg("--user=root");
-        }
+        let mut cmd = server_command(&mariadbd, base, options);
         let child = cmd.spawn().map_err(DevError::io("starting mariadbd"))?;
         let mut server = Self {
             child,
@@ -157,6 +159,17 @@ impl MariaDb {
         let _ = self.child.wait();
     }
 
+    /// Kills the server outright (SIGKILL), as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn base(&self) -> &Path {
         &self.base
     }
@@ -168,7 +181,80 @@ impl Drop for MariaDb {
     }
 }
 
-async fn create_database_at(server_url: &str, db: &str) -> Result<(), DevError> {
+/// The `mariadbd` command line of a server under `base`; later options
+/// override earlier ones, so callers may append more.
+pub(crate) fn server_command(mariadbd: &Path, base: &Path, options: &ServerOptions) -> Command {
+    let mut cmd = Command::new(mariadbd);
+    cmd.arg("--no-defaults")
+        .arg(format!("--datadir={}", base.join("data").display()))
+        .arg(format!("--socket={}", base.join("mysqld.sock").display()))
+        .arg(format!(
+            "--pid-file={}",
+            base.join("mariadbd.pid").display()
+        ))
+        .arg(format!(
+            "--log-error={}",
+            base.join("mariadbd.log").display()
+        ))
+        .arg("--skip-networking")
+        .arg("--skip-log-bin")
+        .arg("--innodb-use-native-aio=0")
+        .arg("--innodb-buffer-pool-size=32M")
+        .arg("--character-set-server=utf8mb4")
+        .arg("--collation-server=utf8mb4_bin")
+        .args(&options.extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(user) = options.os_user_if_root() {
+        cmd.arg(format!("--user={user}"));
+    }
+    cmd
+}
+
+pub(crate) fn find_mariadbd() -> Result<PathBuf, DevError> {
+    crate::bins::on_path("mariadbd")
+        .or_else(|| crate::bins::on_path("mysqld"))
+        .ok_or_else(|| DevError::Missing(format!("`mariadbd` is not on PATH: {INSTALL_HINT}")))
+}
+
+/// Hands `dir` and everything in it to `user`, which must also be able to
+/// reach it: a server started as root switches to that account.
+pub(crate) fn give_to(dir: &Path, user: &str) -> Result<(), DevError> {
+    let out = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{user}:"))
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(DevError::io("running chown"))?;
+    if !out.status.success() {
+        return Err(DevError::MariaDb(format!(
+            "cannot give {} to the `{user}` account: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)
+            .map_err(DevError::io(format!("reading {}", ancestor.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(DevError::MariaDb(format!(
+                "the `{user}` account cannot reach {} ({} is mode {:o}; it needs o+x)",
+                dir.display(),
+                ancestor.display(),
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn create_database_at(server_url: &str, db: &str) -> Result<(), DevError> {
     if !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(DevError::MariaDb(format!("bad database name {db:?}")));
     }

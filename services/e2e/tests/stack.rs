@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{bin, Proc};
-use todoapp_api::{CreateToDoReq, LoginReq, RegisterReq, ToDoEntry};
+use todoapp_api::{CreateToDoReq, ListToDoReq, LoginReq, RegisterReq, ToDoEntry};
 use todoapp_e2e::client::{authed, connect};
 use todoapp_e2e::scenarios::Ctx;
 use todoapp_e2e::Target;
@@ -21,11 +21,16 @@ struct Stack {
 }
 
 fn start_stack(state: &Path, database: &str) -> Stack {
+    start_stack_with(state, database, &[])
+}
+
+fn start_stack_with(state: &Path, database: &str, extra: &[&str]) -> Stack {
     let _ = std::fs::remove_file(state.join("stack.json"));
     let mut cmd = Command::new(bin("todoapp-stack"));
     cmd.arg("--state-dir")
         .arg(state)
-        .args(["--listen", "127.0.0.1:0", "--database", database]);
+        .args(["--listen", "127.0.0.1:0", "--database", database])
+        .args(extra);
     let mut proc = Proc::spawn(cmd);
     let deadline = Instant::now() + Duration::from_secs(180);
     let json = state.join("stack.json");
@@ -215,7 +220,29 @@ async fn mariadb_stack_passes_e2e_and_persists() {
     stop_stack(stack, state.path());
 }
 
+async fn create_titled(ctx: &Ctx, token: &str, title: &str) -> Result<(), tonic::Status> {
+    let item = ToDoEntry {
+        title: title.into(),
+        ..Default::default()
+    };
+    ctx.todos()
+        .create_to_do(authed(
+            CreateToDoReq {
+                item: Some(item),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .map(|_| ())
+}
+
 fn pid_of_service(config: &Path) -> Option<i32> {
+    pid_of("todoapp-todo", config)
+}
+
+/// The pid of the running `binary` started with `config`.
+fn pid_of(binary: &str, config: &Path) -> Option<i32> {
     let needle = config.display().to_string();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -228,9 +255,7 @@ fn pid_of_service(config: &Path) -> Option<i32> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.first().is_some_and(|a| a.ends_with("todoapp-todo"))
-            && args.iter().any(|a| a == &needle)
-        {
+        if args.first().is_some_and(|a| a.ends_with(binary)) && args.iter().any(|a| a == &needle) {
             return Some(pid);
         }
     }
@@ -263,21 +288,7 @@ async fn stack_restarts_a_crashed_service_and_refuses_a_second_instance() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let item = ToDoEntry {
-            title: "after crash".into(),
-            ..Default::default()
-        };
-        match ctx
-            .todos()
-            .create_to_do(authed(
-                CreateToDoReq {
-                    item: Some(item),
-                    ..Default::default()
-                },
-                &account.token,
-            ))
-            .await
-        {
+        match create_titled(&ctx, &account.token, "after crash").await {
             Ok(_) => break,
             Err(status) => assert!(
                 Instant::now() < deadline,
@@ -297,5 +308,92 @@ async fn stack_restarts_a_crashed_service_and_refuses_a_second_instance() {
         })
         .await
         .expect("register");
+    stop_stack(stack, state.path());
+}
+
+#[test]
+fn replicas_over_sqlite_are_refused_with_a_clear_message() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin("todoapp-stack"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--listen", "127.0.0.1:0", "--replicas", "2"])
+        .output()
+        .expect("stack");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--replicas 2 needs a database every instance can share"),
+        "{stderr}"
+    );
+    assert!(
+        !state.path().join("todo.db").exists(),
+        "nothing was created"
+    );
+}
+
+/// Two instances of every service over a private 3-node Galera cluster:
+/// the e2e suite passes through the second gateway, a write through one
+/// gateway is read through the other, and with one gateway killed
+/// (SIGKILL) the other goes on serving without a failed call.
+#[tokio::test(flavor = "multi_thread")]
+async fn galera_stack_with_two_replicas_serves_through_each_gateway_and_survives_a_gateway_kill() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack_with(state.path(), "galera", &["--replicas", "2"]);
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state.path().join("stack.json")).expect("stack.json"),
+    )
+    .expect("json");
+    let gateways: Vec<String> = json["gateways"]
+        .as_array()
+        .expect("gateways list")
+        .iter()
+        .map(|g| g.as_str().expect("address").to_owned())
+        .collect();
+    assert_eq!(gateways.len(), 2);
+    assert_eq!(gateways[0], stack.target.gateway, "`gateway` is the first");
+    let targets: Vec<Target> = gateways
+        .iter()
+        .map(|g| Target {
+            gateway: g.clone(),
+            ..stack.target.clone()
+        })
+        .collect();
+    // The whole suite through the second gateway (instance 2, Galera node
+    // 1); an entry written through the first gateway (node 0) is read
+    // through the second.
+    run_e2e(&targets[1]);
+    let user = seed(&targets[0], "across gateways").await;
+    still_there(&targets[1], &user, "across gateways").await;
+
+    let config = std::fs::canonicalize(state.path())
+        .expect("canon")
+        .join("run/gateway.toml");
+    let pid = pid_of("todoapp-gateway", &config).expect("first gateway pid");
+    let ctx = Ctx::new(connect(&targets[1]).await.expect("connect"));
+    let account = ctx.account().await.expect("account");
+    // SAFETY: kill(2) on a process this test's stack started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // Reads for two seconds, a write every tenth call, 20 calls a second:
+    // below the gateway's per-user fair share (a tight loop would meet it).
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut calls = 0;
+    while Instant::now() < until {
+        if calls % 10 == 0 {
+            create_titled(&ctx, &account.token, &format!("after gateway kill {calls}"))
+                .await
+                .unwrap_or_else(|s| {
+                    panic!("create {calls} through the other gateway failed: {s:?}")
+                });
+        } else {
+            ctx.todos()
+                .list_to_do(authed(ListToDoReq::default(), &account.token))
+                .await
+                .unwrap_or_else(|s| panic!("list {calls} through the other gateway failed: {s:?}"));
+        }
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(calls > 0);
     stop_stack(stack, state.path());
 }

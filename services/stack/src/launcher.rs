@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use todoapp_devkit::galera::GaleraCluster;
 use todoapp_devkit::mariadb::MariaDb;
 use todoapp_devkit::pki::{self, files};
 
@@ -28,13 +29,21 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// `sqlite` (embedded, default), `mariadb` (a private server from
-    /// `mariadbd` on PATH, data in the state dir) or a `mysql://` server URL.
+    /// `mariadbd` on PATH, data in the state dir), `galera` (a private
+    /// 3-node Galera cluster on loopback ports, data in the state dir) or a
+    /// `mysql://` server URL.
     #[arg(long, value_name = "DB", default_value = "sqlite")]
     database: String,
     /// Serve no Prometheus metrics (they are on by default), e.g. to
     /// measure what they cost.
     #[arg(long)]
     no_metrics: bool,
+    /// Instances of each service, gateways included (each gateway on its own
+    /// port). More than one needs a shared server database: `mariadb`,
+    /// `galera` or a URL. With `galera`, instance i uses node i mod 3.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    replicas: u16,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -97,12 +106,22 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         );
     }
 
-    let mut mariadb = None;
-    let (user_db, todo_db) = match cli.database.as_str() {
-        "sqlite" => (
+    let replicas = usize::from(cli.replicas);
+    if replicas > 1 && cli.database == "sqlite" {
+        return Err(format!(
+            "--replicas {replicas} needs a database every instance can share: \
+             --database mariadb, galera or a mysql:// URL (a SQLite file is \
+             written by one process)"
+        )
+        .into());
+    }
+    let mut servers = DatabaseServers::default();
+    // Per instance: the user and the todo database URL.
+    let databases: Vec<(String, String)> = match cli.database.as_str() {
+        "sqlite" => vec![(
             format!("sqlite://{}", state.join("user.db").display()),
             format!("sqlite://{}", state.join("todo.db").display()),
-        ),
+        )],
         "mariadb" | "mysql" => {
             eprintln!(
                 "[stack] starting a private MariaDB in {}",
@@ -114,19 +133,48 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 server.create_database("todoapp_user").await?,
                 server.create_database("todoapp_todo").await?,
             );
-            mariadb = Some(server);
-            urls
+            servers.mariadb = Some(server);
+            vec![urls; replicas]
+        }
+        "galera" => {
+            let base = state.join("galera");
+            eprintln!(
+                "[stack] starting a private 3-node Galera cluster in {}",
+                base.display()
+            );
+            allow_database_account_through(&state)?;
+            let cluster =
+                tokio::task::spawn_blocking(move || GaleraCluster::start(&base)).await??;
+            let user = cluster.create_database("todoapp_user").await;
+            let todo = cluster.create_database("todoapp_todo").await;
+            servers.galera = Some(cluster);
+            let (user, todo) = match (user, todo) {
+                (Ok(user), Ok(todo)) => (user, todo),
+                (Err(e), _) | (_, Err(e)) => {
+                    shutdown(Vec::new(), servers).await;
+                    return Err(e.into());
+                }
+            };
+            (0..replicas)
+                .map(|i| {
+                    let node = i % user.len();
+                    (user[node].clone(), todo[node].clone())
+                })
+                .collect()
         }
         url if url.starts_with("mysql://") || url.starts_with("mariadb://") => {
             let base = url.trim_end_matches('/');
-            (
-                format!("{base}/todoapp_user"),
-                format!("{base}/todoapp_todo"),
-            )
+            vec![
+                (
+                    format!("{base}/todoapp_user"),
+                    format!("{base}/todoapp_todo"),
+                );
+                replicas
+            ]
         }
         other => {
             return Err(format!(
-                "--database: expected sqlite, mariadb or mysql://URL, not `{other}`"
+                "--database: expected sqlite, mariadb, galera or mysql://URL, not `{other}`"
             )
             .into())
         }
@@ -134,13 +182,28 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 
     // The stack holds the listening sockets, like systemd: a restarted
     // service takes over its socket and no connection is refused meanwhile.
-    let gateway_socket = bind(cli.listen)?;
-    let gateway_addr = gateway_socket.local_addr()?;
+    // The first gateway listens on --listen, the others on free ports of the
+    // same address.
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let user_socket = bind(loopback)?;
-    let todo_socket = bind(loopback)?;
-    let user_addr = user_socket.local_addr()?;
-    let todo_addr = todo_socket.local_addr()?;
+    let mut gateway_sockets = vec![bind(cli.listen)?];
+    for _ in 1..replicas {
+        gateway_sockets.push(bind(SocketAddr::new(cli.listen.ip(), 0))?);
+    }
+    let mut user_sockets = Vec::new();
+    let mut todo_sockets = Vec::new();
+    for _ in 0..replicas {
+        user_sockets.push(bind(loopback)?);
+        todo_sockets.push(bind(loopback)?);
+    }
+    let addrs = |sockets: &[TcpListener]| {
+        sockets
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let gateway_addrs = addrs(&gateway_sockets)?;
+    let user_addrs = addrs(&user_sockets)?;
+    let todo_addrs = addrs(&todo_sockets)?;
 
     let pki_path = |name: &str| pki_dir.join(name).display().to_string();
     let backend_config = |cert: &str, key: &str, addr: SocketAddr, db: &str| {
@@ -150,77 +213,106 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 (
                     "tls",
                     vec![
-                        ("cert", pki_path(cert)),
-                        ("key", pki_path(key)),
-                        ("client_ca", pki_path(files::INTERNAL_CA_CERT)),
+                        ("cert", pki_path(cert).into()),
+                        ("key", pki_path(key).into()),
+                        ("client_ca", pki_path(files::INTERNAL_CA_CERT).into()),
                     ],
                 ),
-                ("database", vec![("url", db.to_owned())]),
+                ("database", vec![("url", db.into())]),
             ],
         )
     };
-    let mut user_config = backend_config(files::USER_CERT, files::USER_KEY, user_addr, &user_db);
-    user_config.push_str(&toml_config(
-        &[],
-        &[(
-            "jwt",
-            vec![("private_key", pki_path(files::JWT_PRIVATE_KEY))],
-        )],
-    ));
-    // Every client of a local stack is this machine: the per-address limits
-    // (meant for the internet) would soon refuse the test suite and the
-    // benchmark. The per-account login limits stay at their defaults.
-    user_config.push_str("\n[throttle]\naddress_failures = 100000\nregistrations = 100000\n");
-    let todo_config = backend_config(files::TODO_CERT, files::TODO_KEY, todo_addr, &todo_db);
-    let mut gateway_config = toml_config(
-        &[("listen", gateway_addr.to_string())],
-        &[
-            (
-                "tls",
-                vec![
-                    ("cert", pki_path(files::GATEWAY_CERT)),
-                    ("key", pki_path(files::GATEWAY_KEY)),
-                ],
-            ),
-            (
-                "upstream",
-                vec![
-                    ("user", format!("https://{user_addr}")),
-                    ("todo", format!("https://{todo_addr}")),
-                    ("ca", pki_path(files::INTERNAL_CA_CERT)),
-                    ("client_cert", pki_path(files::GATEWAY_CLIENT_CERT)),
-                    ("client_key", pki_path(files::GATEWAY_CLIENT_KEY)),
-                ],
-            ),
-        ],
-    );
-    gateway_config.push_str(&format!(
-        "\n[jwt]\npublic_keys = [{}]\n",
-        toml::Value::String(pki_path(files::JWT_PUBLIC_KEY))
-    ));
+    let user_config = |addr: SocketAddr, db: &str| {
+        let mut config = backend_config(files::USER_CERT, files::USER_KEY, addr, db);
+        config.push_str(&toml_config(
+            &[],
+            &[(
+                "jwt",
+                vec![("private_key", pki_path(files::JWT_PRIVATE_KEY).into())],
+            )],
+        ));
+        // Every client of a local stack is this machine: the per-address
+        // limits (meant for the internet) would soon refuse the test suite
+        // and the benchmark. The per-account login limits stay at their
+        // defaults.
+        config.push_str("\n[throttle]\naddress_failures = 100000\nregistrations = 100000\n");
+        config
+    };
+    let gateway_config = |i: usize| {
+        let (user, todo) = upstreams(i, &user_addrs, &todo_addrs);
+        let mut config = toml_config(
+            &[("listen", gateway_addrs[i].to_string())],
+            &[
+                (
+                    "tls",
+                    vec![
+                        ("cert", pki_path(files::GATEWAY_CERT).into()),
+                        ("key", pki_path(files::GATEWAY_KEY).into()),
+                    ],
+                ),
+                (
+                    "upstream",
+                    vec![
+                        ("user", user),
+                        ("todo", todo),
+                        ("ca", pki_path(files::INTERNAL_CA_CERT).into()),
+                        ("client_cert", pki_path(files::GATEWAY_CLIENT_CERT).into()),
+                        ("client_key", pki_path(files::GATEWAY_CLIENT_KEY).into()),
+                    ],
+                ),
+            ],
+        );
+        config.push_str(&format!(
+            "\n[jwt]\npublic_keys = [{}]\n",
+            toml::Value::String(pki_path(files::JWT_PUBLIC_KEY))
+        ));
+        config
+    };
 
-    // Metrics: each service serves them on a loopback port of its own.
-    let metrics = (!cli.no_metrics).then(MetricsAddrs::reserve).transpose()?;
-    let mut todo_config = todo_config;
-    if let Some(metrics) = &metrics {
-        user_config.push_str(&metrics.config(metrics.user));
-        todo_config.push_str(&metrics.config(metrics.todo));
-        gateway_config.push_str(&metrics.config(metrics.gateway));
-    }
+    // Metrics: every instance serves them on a loopback port of its own.
+    let metrics: Vec<MetricsAddrs> = if cli.no_metrics {
+        Vec::new()
+    } else {
+        (0..replicas)
+            .map(|_| MetricsAddrs::reserve())
+            .collect::<Result<_, _>>()?
+    };
+    let metrics_config = |i: usize, pick: fn(&MetricsAddrs) -> SocketAddr| {
+        metrics
+            .get(i)
+            .map(|m| MetricsAddrs::config(pick(m)))
+            .unwrap_or_default()
+    };
 
     ensure_service_binaries().await?;
-    let services = [
-        ("user", user_config, user_socket),
-        ("todo", todo_config, todo_socket),
-        ("gateway", gateway_config, gateway_socket),
-    ];
+    let mut services = Vec::new();
+    for (i, socket) in user_sockets.into_iter().enumerate() {
+        let mut config = user_config(user_addrs[i], &databases[i % databases.len()].0);
+        config.push_str(&metrics_config(i, |m| m.user));
+        services.push((instance_name("user", i), "user", config, socket));
+    }
+    for (i, socket) in todo_sockets.into_iter().enumerate() {
+        let mut config = backend_config(
+            files::TODO_CERT,
+            files::TODO_KEY,
+            todo_addrs[i],
+            &databases[i % databases.len()].1,
+        );
+        config.push_str(&metrics_config(i, |m| m.todo));
+        services.push((instance_name("todo", i), "todo", config, socket));
+    }
+    for (i, socket) in gateway_sockets.into_iter().enumerate() {
+        let mut config = gateway_config(i);
+        config.push_str(&metrics_config(i, |m| m.gateway));
+        services.push((instance_name("gateway", i), "gateway", config, socket));
+    }
     let mut running: Vec<Supervised> = Vec::new();
-    for (name, config, socket) in services {
+    for (name, kind, config, socket) in services {
         let config_path = run_dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config)?;
         let spec = ServiceSpec {
             name,
-            binary: todoapp_devkit::bins::locate(&format!("todoapp-{name}"))?,
+            binary: todoapp_devkit::bins::locate(&format!("todoapp-{kind}"))?,
             config: config_path,
             listener: OwnedFd::from(socket),
             run_dir: run_dir.clone(),
@@ -235,14 +327,19 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         _ = todoapp_signal() => Err("interrupted before the stack was ready".into()),
     };
     if let Err(e) = outcome {
-        shutdown(running, mariadb).await;
+        shutdown(running, servers).await;
         return Err(e);
     }
 
+    let gateway_addr = gateway_addrs[0];
     let info = serde_json::json!({
         "gateway": gateway_addr.to_string(),
+        "gateways": gateway_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "ca_cert": ca_cert.display().to_string(),
-        "metrics": metrics.as_ref().map(MetricsAddrs::json),
+        // The first instance of each service; with --replicas the others
+        // are in `metrics_instances`, in instance order.
+        "metrics": metrics.first().map(MetricsAddrs::json),
+        "metrics_instances": metrics.iter().map(MetricsAddrs::json).collect::<Vec<_>>(),
     });
     let tmp = state.join("stack.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
@@ -264,8 +361,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         "  or:      grpcurl -cacert {} {gateway_addr} list",
         ca_cert.display()
     );
-    if let Some(metrics) = &metrics {
-        metrics.print();
+    for (i, addr) in gateway_addrs.iter().enumerate().skip(1) {
+        println!("  gateway {}: {addr}", i + 1);
+    }
+    for (i, metrics) in metrics.iter().enumerate() {
+        metrics.print(i);
     }
     println!("  state:   {}", state.display());
     println!("Stop with Ctrl-C.");
@@ -273,7 +373,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     todoapp_signal().await;
     eprintln!("[stack] stopping");
     let _ = std::fs::remove_file(&stack_json);
-    shutdown(running, mariadb).await;
+    shutdown(running, servers).await;
     Ok(())
 }
 
@@ -298,7 +398,7 @@ impl MetricsAddrs {
         })
     }
 
-    fn config(&self, addr: SocketAddr) -> String {
+    fn config(addr: SocketAddr) -> String {
         format!("\n[metrics]\nlisten = \"{addr}\"\n")
     }
 
@@ -310,12 +410,67 @@ impl MetricsAddrs {
         })
     }
 
-    fn print(&self) {
+    fn print(&self, instance: usize) {
+        let label = if instance == 0 {
+            "metrics:".to_owned()
+        } else {
+            format!("metrics {}:", instance + 1)
+        };
         println!(
-            "  metrics: http://{}/metrics (gateway), http://{}/metrics (user), http://{}/metrics (todo)",
+            "  {label} http://{}/metrics (gateway), http://{}/metrics (user), http://{}/metrics (todo)",
             self.gateway, self.user, self.todo
         );
     }
+}
+
+/// Whether the gateway's `upstream.user`/`upstream.todo` take a list of
+/// endpoints (a TOML array) to balance over. Until they do, gateway i
+/// forwards to backend instance i only.
+const GATEWAY_TAKES_ENDPOINT_LISTS: bool = true;
+
+/// The `upstream.user` and `upstream.todo` values of gateway `i`.
+fn upstreams(
+    i: usize,
+    user_addrs: &[SocketAddr],
+    todo_addrs: &[SocketAddr],
+) -> (toml::Value, toml::Value) {
+    let url = |addr: &SocketAddr| toml::Value::String(format!("https://{addr}"));
+    if GATEWAY_TAKES_ENDPOINT_LISTS && user_addrs.len() > 1 {
+        (
+            toml::Value::Array(user_addrs.iter().map(url).collect()),
+            toml::Value::Array(todo_addrs.iter().map(url).collect()),
+        )
+    } else {
+        (url(&user_addrs[i]), url(&todo_addrs[i]))
+    }
+}
+
+/// `user`, `user-2`, `user-3`…: the first instance keeps the plain name.
+fn instance_name(kind: &str, i: usize) -> String {
+    if i == 0 {
+        kind.to_owned()
+    } else {
+        format!("{kind}-{}", i + 1)
+    }
+}
+
+/// The private database servers the stack started.
+#[derive(Default)]
+struct DatabaseServers {
+    mariadb: Option<MariaDb>,
+    galera: Option<GaleraCluster>,
+}
+
+/// Started as root, the Galera nodes run as the `mysql` account, which must
+/// be able to pass through the state directory (mode 0700) to its files:
+/// allow traversal (not listing) by others. The PKI directory stays 0700.
+fn allow_database_account_through(state: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| format!("cannot make {} traversable: {e}", state.display()).into())
 }
 
 const SERVICE_BINARIES: [&str; 3] = ["todoapp-gateway", "todoapp-user", "todoapp-todo"];
@@ -348,8 +503,8 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}").into())
 }
 
-/// A minimal TOML document: top-level keys, then tables of string keys.
-fn toml_config(top: &[(&str, String)], tables: &[(&str, Vec<(&str, String)>)]) -> String {
+/// A minimal TOML document: top-level string keys, then tables.
+fn toml_config(top: &[(&str, String)], tables: &[(&str, Vec<(&str, toml::Value)>)]) -> String {
     let mut out = String::new();
     for (key, value) in top {
         out.push_str(&format!("{key} = {}\n", toml::Value::String(value.clone())));
@@ -357,7 +512,7 @@ fn toml_config(top: &[(&str, String)], tables: &[(&str, Vec<(&str, String)>)]) -
     for (table, entries) in tables {
         out.push_str(&format!("\n[{table}]\n"));
         for (key, value) in entries {
-            out.push_str(&format!("{key} = {}\n", toml::Value::String(value.clone())));
+            out.push_str(&format!("{key} = {value}\n"));
         }
     }
     out
@@ -365,7 +520,7 @@ fn toml_config(top: &[(&str, String)], tables: &[(&str, Vec<(&str, String)>)]) -
 
 async fn wait_ready(running: &mut [Supervised]) -> Result<(), Error> {
     for service in running.iter_mut() {
-        let name = service.name;
+        let name = service.name.clone();
         let waited = tokio::time::timeout(
             Duration::from_secs(120),
             service.ready.wait_for(|ready| *ready),
@@ -380,14 +535,12 @@ async fn wait_ready(running: &mut [Supervised]) -> Result<(), Error> {
     Ok(())
 }
 
-async fn shutdown(running: Vec<Supervised>, mariadb: Option<MariaDb>) {
-    // Gateway first, so no new calls reach the backends while they drain.
+async fn shutdown(running: Vec<Supervised>, servers: DatabaseServers) {
+    // Gateways first, so no new calls reach the backends while they drain.
     for service in running.into_iter().rev() {
         service.stop(STOP_GRACE).await;
     }
-    if let Some(server) = mariadb {
-        let _ = tokio::task::spawn_blocking(move || drop(server)).await;
-    }
+    let _ = tokio::task::spawn_blocking(move || drop(servers)).await;
 }
 
 async fn todoapp_signal() {

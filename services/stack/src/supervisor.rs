@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{watch, Notify};
 
 pub struct ServiceSpec {
-    pub name: &'static str,
+    pub name: String,
     pub binary: PathBuf,
     pub config: PathBuf,
     pub listener: OwnedFd,
@@ -22,7 +22,7 @@ pub struct ServiceSpec {
 
 /// A supervised service. `ready` turns true after its first READY=1.
 pub struct Supervised {
-    pub name: &'static str,
+    pub name: String,
     pub ready: watch::Receiver<bool>,
     stop: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -44,7 +44,7 @@ impl Supervised {
 pub fn spawn(spec: ServiceSpec, grace: Duration) -> Supervised {
     let (ready_tx, ready_rx) = watch::channel(false);
     let stop = Arc::new(Notify::new());
-    let name = spec.name;
+    let name = spec.name.clone();
     let task = tokio::spawn(supervise(spec, ready_tx, stop.clone(), grace));
     Supervised {
         name,
@@ -130,7 +130,7 @@ fn start(spec: &ServiceSpec, notify_path: &Path) -> std::io::Result<Child> {
         .arg("--config")
         .arg(&spec.config)
         .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", spec.name)
+        .env("LISTEN_FDNAMES", &spec.name)
         .env("NOTIFY_SOCKET", notify_path)
         .env_remove("LISTEN_PID")
         .stdin(Stdio::null())

@@ -112,6 +112,12 @@ pub enum WriteError {
     Store(#[from] StoreError),
 }
 
+impl todoapp_db::Contended for WriteError {
+    fn is_contention(&self) -> bool {
+        matches!(self, WriteError::Store(e) if e.is_contention())
+    }
+}
+
 impl From<sqlx::Error> for WriteError {
     fn from(error: sqlx::Error) -> Self {
         Self::Store(error.into())

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use futures_util::TryStreamExt;
 
-use todoapp_db::{now_micros, on_pool, Kind, Pool, StoreError};
+use todoapp_db::{now_micros, on_pool, retry_contended, Kind, Pool, StoreError};
 
 use crate::domain::{Content, Page, RequestId, TodoId, UserId};
 use crate::quota::{stored_bytes, QuotaSettings, Usage, UsageSql, WriteError};
@@ -136,12 +136,15 @@ impl SqlTodoStore {
     pub async fn forget_requests_before(&self, cutoff: i64) -> Result<u64, StoreError> {
         let _writer = self.pool.write_lock().await;
         const SQL: &str = "DELETE FROM create_requests WHERE created_at < ?";
-        let deleted = on_pool!(&self.pool, |p| sqlx::query(SQL)
-            .bind(cutoff)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(deleted)
+        let pool = &self.pool;
+        retry_contended(|| async move {
+            Ok(on_pool!(pool, |p| sqlx::query(SQL)
+                .bind(cutoff)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))?)
+        })
+        .await
     }
 
     /// Forgets expired request ids now and every `every` from now on.
@@ -199,26 +202,31 @@ impl TodoStore for SqlTodoStore {
         let created = now_micros();
         let bytes = stored_bytes(content);
         let (sql, quota) = (self.usage_sql, self.quota);
-        let id: i32 = on_pool!(&self.pool, |p| {
-            let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
-            quota.admits_create(usage, bytes)?;
-            let id: i32 = sqlx::query_scalar(SQL)
-                .bind(user.as_str())
-                .bind(&content.title)
-                .bind(&content.text)
-                .bind(content.done.unwrap_or(false))
-                .bind(created)
-                .fetch_one(&mut *tx)
-                .await?;
-            sqlx::query(sql.add)
-                .bind(1_i64)
-                .bind(bytes)
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            id
-        });
+        let pool = &self.pool;
+        // Each attempt is the whole transaction (see retry_contended).
+        let id: i32 = retry_contended(|| async move {
+            Ok::<_, WriteError>(on_pool!(pool, |p| {
+                let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+                quota.admits_create(usage, bytes)?;
+                let id: i32 = sqlx::query_scalar(SQL)
+                    .bind(user.as_str())
+                    .bind(&content.title)
+                    .bind(&content.text)
+                    .bind(content.done.unwrap_or(false))
+                    .bind(created)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(sql.add)
+                    .bind(1_i64)
+                    .bind(bytes)
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                id
+            }))
+        })
+        .await?;
         Ok(id)
     }
 
@@ -252,49 +260,53 @@ impl TodoStore for SqlTodoStore {
         // concurrent first calls with one key queue on the usage row; should
         // both still insert, the second one's key violates the primary key,
         // its transaction rolls back and it answers with the first one's id.
-        let attempt = on_pool!(&self.pool, |p| async {
-            let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
-            let earlier: Option<(i32, Vec<u8>, i64)> = sqlx::query_as(EARLIER)
-                .bind(user.as_str())
-                .bind(request.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(earlier) = earlier.as_ref().filter(|e| fresh(e)) {
-                return Ok::<_, WriteError>(judge(earlier.clone()));
+        let (pool, fingerprint, judge, fresh) = (&self.pool, &fingerprint, &judge, &fresh);
+        let attempt = retry_contended(|| async move {
+            on_pool!(pool, |p| async {
+                let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+                let earlier: Option<(i32, Vec<u8>, i64)> = sqlx::query_as(EARLIER)
+                    .bind(user.as_str())
+                    .bind(request.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(earlier) = earlier.as_ref().filter(|e| fresh(e)) {
+                    return Ok::<_, WriteError>(judge(earlier.clone()));
+                }
+                quota.admits_create(usage, bytes)?;
+                let id: i32 = sqlx::query_scalar(INSERT_TODO)
+                    .bind(user.as_str())
+                    .bind(&content.title)
+                    .bind(&content.text)
+                    .bind(content.done.unwrap_or(false))
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(sql.add)
+                    .bind(1_i64)
+                    .bind(bytes)
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                // An expired key not yet cleaned up is reused in place.
+                let remember = if earlier.is_some() {
+                    REPLACE_EXPIRED
+                } else {
+                    REMEMBER
+                };
+                sqlx::query(remember)
+                    .bind(id)
+                    .bind(&fingerprint[..])
+                    .bind(now)
+                    .bind(user.as_str())
+                    .bind(request.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(CreateOnce::Created(id))
             }
-            quota.admits_create(usage, bytes)?;
-            let id: i32 = sqlx::query_scalar(INSERT_TODO)
-                .bind(user.as_str())
-                .bind(&content.title)
-                .bind(&content.text)
-                .bind(content.done.unwrap_or(false))
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-            sqlx::query(sql.add)
-                .bind(1_i64)
-                .bind(bytes)
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await?;
-            // An expired key not yet cleaned up is reused in place.
-            let remember = if earlier.is_some() {
-                REPLACE_EXPIRED
-            } else {
-                REMEMBER
-            };
-            sqlx::query(remember)
-                .bind(id)
-                .bind(&fingerprint[..])
-                .bind(now)
-                .bind(user.as_str())
-                .bind(request.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(CreateOnce::Created(id))
-        }
-        .await);
+            .await)
+        })
+        .await;
         match attempt {
             Err(WriteError::Store(StoreError::Conflict { .. })) => {
                 let earlier: Option<(i32, Vec<u8>, i64)> =
@@ -333,65 +345,73 @@ impl TodoStore for SqlTodoStore {
         let updated = now_micros();
         let bytes = stored_bytes(content);
         let (sql, quota) = (self.usage_sql, self.quota);
-        on_pool!(&self.pool, |p| {
-            let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
-            let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
-                .bind(id.0)
-                .bind(user.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(old) = old else {
-                return Ok(false);
-            };
-            quota.admits_update(usage, old, bytes)?;
-            sqlx::query(SQL)
-                .bind(&content.title)
-                .bind(&content.text)
-                .bind(content.done)
-                .bind(updated)
-                .bind(id.0)
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(sql.add)
-                .bind(0_i64)
-                .bind(bytes - old)
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(true)
+        let pool = &self.pool;
+        retry_contended(|| async move {
+            on_pool!(pool, |p| {
+                let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+                let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
+                    .bind(id.0)
+                    .bind(user.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(old) = old else {
+                    return Ok(false);
+                };
+                quota.admits_update(usage, old, bytes)?;
+                sqlx::query(SQL)
+                    .bind(&content.title)
+                    .bind(&content.text)
+                    .bind(content.done)
+                    .bind(updated)
+                    .bind(id.0)
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(sql.add)
+                    .bind(0_i64)
+                    .bind(bytes - old)
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            });
+            Ok(true)
+        })
+        .await
     }
 
     async fn delete(&self, user: &UserId, id: TodoId) -> Result<bool, StoreError> {
         let _writer = self.pool.write_lock().await;
         const SQL: &str = "DELETE FROM todos WHERE id = ? AND user_id = ?";
         let sql = self.usage_sql;
-        on_pool!(&self.pool, |p| {
-            let (mut tx, _) = begin_with_usage!(p, sql, user.as_str()).await?;
-            let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
-                .bind(id.0)
-                .bind(user.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(old) = old else {
-                return Ok(false);
-            };
-            sqlx::query(SQL)
-                .bind(id.0)
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(sql.add)
-                .bind(-1_i64)
-                .bind(-old)
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(true)
+        let pool = &self.pool;
+        retry_contended(|| async move {
+            on_pool!(pool, |p| {
+                let (mut tx, _) = begin_with_usage!(p, sql, user.as_str()).await?;
+                let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
+                    .bind(id.0)
+                    .bind(user.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(old) = old else {
+                    return Ok(false);
+                };
+                sqlx::query(SQL)
+                    .bind(id.0)
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(sql.add)
+                    .bind(-1_i64)
+                    .bind(-old)
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            });
+            Ok(true)
+        })
+        .await
     }
 
     async fn list(

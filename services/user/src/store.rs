@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use todoapp_db::{now_micros, on_pool, Kind, Pool, StoreError};
+use todoapp_db::{now_micros, on_pool, retry_contended, Kind, Pool, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -93,16 +93,22 @@ impl UserStore for SqlUserStore {
         let _writer = self.pool.write_lock().await;
         const SQL: &str = "INSERT INTO users (id, username, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)";
         let created = now_micros();
-        on_pool!(&self.pool, |p| sqlx::query(SQL)
-            .bind(&user.id)
-            .bind(&user.username)
-            .bind(&user.email)
-            .bind(&user.password_hash)
-            .bind(created)
-            .execute(p)
-            .await
-            .map(|_| ()))?;
-        Ok(())
+        let pool = &self.pool;
+        // On Galera, a registration racing one through another node for the
+        // same username loses certification; retried, it meets the unique
+        // index and reports the conflict.
+        retry_contended(|| async move {
+            Ok(on_pool!(pool, |p| sqlx::query(SQL)
+                .bind(&user.id)
+                .bind(&user.username)
+                .bind(&user.email)
+                .bind(&user.password_hash)
+                .bind(created)
+                .execute(p)
+                .await
+                .map(|_| ()))?)
+        })
+        .await
     }
 
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>, StoreError> {
