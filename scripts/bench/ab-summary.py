@@ -1,3 +1,4 @@
+# Summarises scripts/bench/ab.sh: per scenario, median req/s and p99 of stack A and B, and stack CPU per call.
 import json,glob,statistics,sys
 pat=sys.argv[1] if len(sys.argv)>1 else '/tmp/bench-%s-*.json'
 res={}
@@ -10,7 +11,7 @@ for sc in ['get','list']:
     a=[x[0] for x in res.get((sc,'a'),[])]; b=[x[0] for x in res.get((sc,'b'),[])]
     if not a or not b: continue
     pa=[x[1] for x in res[(sc,'a')]]; pb=[x[1] for x in res[(sc,'b')]]
-    print(f"{sc}: n={len(a)} defaults median {statistics.median(a):.0f} req/s (runs {', '.join(f'{x:.0f}' for x in a)}), p99 median {statistics.median(pa):.1f} ms; raised median {statistics.median(b):.0f} req/s (runs {', '.join(f'{x:.0f}' for x in b)}), p99 median {statistics.median(pb):.1f} ms; defaults/raised = {statistics.median(a)/statistics.median(b):.3f}; mean ratio {statistics.mean(a)/statistics.mean(b):.3f}; other cores max {max(x[2] for x in res[(sc,'a')]+res[(sc,'b')]):.2f}")
+    print(f"{sc}: n={len(a)} A median {statistics.median(a):.0f} req/s (runs {', '.join(f'{x:.0f}' for x in a)}), p99 median {statistics.median(pa):.1f} ms; B median {statistics.median(b):.0f} req/s (runs {', '.join(f'{x:.0f}' for x in b)}), p99 median {statistics.median(pb):.1f} ms; A/B = {statistics.median(a)/statistics.median(b):.3f}; mean ratio {statistics.mean(a)/statistics.mean(b):.3f}; other cores max {max(x[2] for x in res[(sc,'a')]+res[(sc,'b')]):.2f}")
 # CPU per call (stack processes: gateway + todo + user), microseconds, a steadier measure than req/s on a noisy VM
 for sc in ['get','list']:
     out=[]
@@ -24,4 +25,4 @@ for sc in ['get','list']:
                     vals.append(cores/x['rps']*1e6)
         out.append(vals)
     if out[0] and out[1]:
-        print(f"{sc}: service CPU per call: defaults median {statistics.median(out[0]):.1f} us, raised median {statistics.median(out[1]):.1f} us, ratio {statistics.median(out[0])/statistics.median(out[1]):.3f}")
+        print(f"{sc}: service CPU per call: A median {statistics.median(out[0]):.1f} us, B median {statistics.median(out[1]):.1f} us, ratio {statistics.median(out[0])/statistics.median(out[1]):.3f}")
