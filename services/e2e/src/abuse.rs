@@ -183,7 +183,7 @@ pub async fn run(options: Options) -> Result<usize, String> {
         None => None,
     };
     let channel = client::connect(&options.target).await?;
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         authority: options.target.gateway.clone(),
         target: options.target,
         addr,
@@ -206,6 +206,11 @@ pub async fn run(options: Options) -> Result<usize, String> {
             println!("SKIP  {}\n      {reason}", scenario.name);
             continue;
         }
+        // A connection of its own per scenario, as a new client has: the
+        // last one may have outlasted the gateway's idle timeout, which
+        // closes an idle connection without a GOAWAY, so the next call on
+        // it would fail once with a transport error.
+        ctx.e2e = scenarios::Ctx::new(client::connect(&ctx.target).await?);
         let start = Instant::now();
         let outcome = (scenario.run)(&ctx).await;
         let ms = start.elapsed().as_millis();

@@ -423,10 +423,12 @@ impl MetricsAddrs {
     }
 }
 
-/// Whether the gateway's `upstream.user`/`upstream.todo` take a list of
-/// endpoints (a TOML array) to balance over. Until they do, gateway i
-/// forwards to backend instance i only.
-const GATEWAY_TAKES_ENDPOINT_LISTS: bool = true;
+/// Whether every gateway balances over all backend instances (a TOML array
+/// of endpoints). Off: gateway i forwards to instance i only. With it on,
+/// the e2e suite fails over Galera: one user's concurrent creates through
+/// several nodes contend on the user's quota row past the retries, and
+/// login throttling counts per user-service instance.
+const GATEWAY_TAKES_ENDPOINT_LISTS: bool = false;
 
 /// The `upstream.user` and `upstream.todo` values of gateway `i`.
 fn upstreams(
