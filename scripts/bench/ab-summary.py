@@ -26,3 +26,19 @@ for sc in ['get','list']:
         out.append(vals)
     if out[0] and out[1]:
         print(f"{sc}: service CPU per call: A median {statistics.median(out[0]):.1f} us, B median {statistics.median(out[1]):.1f} us, ratio {statistics.median(out[0])/statistics.median(out[1]):.3f}")
+# The VM's speed drifts between rounds (the bench client's own CPU per call,
+# a fixed workload, moves in step with the stack's): the stack's CPU per call
+# divided by the client's cancels that drift.
+for sc in ['get','list']:
+    out=[]
+    for s in 'ab':
+        vals=[]
+        for f in sorted(glob.glob(pat%s)):
+            r=json.load(open(f))
+            for x in r['scenarios']:
+                if x['scenario']==sc and x['client_cpu']['cores']>0:
+                    vals.append(sum(x['process_cpu'].values())/x['client_cpu']['cores'])
+        out.append(vals)
+    if out[0] and out[1]:
+        a,b=statistics.median(out[0]),statistics.median(out[1])
+        print(f"{sc}: stack CPU per call / client CPU per call: A median {a:.2f} (runs {', '.join(f'{v:.2f}' for v in out[0])}), B median {b:.2f} (runs {', '.join(f'{v:.2f}' for v in out[1])}), A/B {a/b:.3f}")
