@@ -194,11 +194,37 @@ macro_rules! begin_with_usage {
     };
 }
 
+/// Inside a transaction holding the user's usage row (`begin_with_usage!`):
+/// stores the entry and counts it, returning its id. A macro for the same
+/// reason: the transaction's type depends on the engine.
+macro_rules! insert_counted {
+    ($tx:expr, $sql:expr, $user:expr, $content:expr, $created:expr, $bytes:expr) => {
+        async {
+            // RETURNING works on SQLite ≥ 3.35 and MariaDB ≥ 10.5.
+            let id: i32 = sqlx::query_scalar(
+                "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind($user)
+            .bind(&$content.title)
+            .bind(&$content.text)
+            .bind($content.done.unwrap_or(false))
+            .bind($created)
+            .fetch_one(&mut *$tx)
+            .await?;
+            sqlx::query($sql.add)
+                .bind(1_i64)
+                .bind($bytes)
+                .bind($user)
+                .execute(&mut *$tx)
+                .await?;
+            Ok::<i32, sqlx::Error>(id)
+        }
+    };
+}
+
 impl TodoStore for SqlTodoStore {
     async fn create(&self, user: &UserId, content: &Content) -> Result<i32, WriteError> {
         let _writer = self.pool.write_lock().await;
-        // RETURNING works on SQLite ≥ 3.35 and MariaDB ≥ 10.5.
-        const SQL: &str = "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
         let created = now_micros();
         let bytes = stored_bytes(content);
         let (sql, quota) = (self.usage_sql, self.quota);
@@ -208,20 +234,7 @@ impl TodoStore for SqlTodoStore {
             Ok::<_, WriteError>(on_pool!(pool, |p| {
                 let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
                 quota.admits_create(usage, bytes)?;
-                let id: i32 = sqlx::query_scalar(SQL)
-                    .bind(user.as_str())
-                    .bind(&content.title)
-                    .bind(&content.text)
-                    .bind(content.done.unwrap_or(false))
-                    .bind(created)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                sqlx::query(sql.add)
-                    .bind(1_i64)
-                    .bind(bytes)
-                    .bind(user.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                let id = insert_counted!(tx, sql, user.as_str(), content, created, bytes).await?;
                 tx.commit().await?;
                 id
             }))
@@ -237,7 +250,6 @@ impl TodoStore for SqlTodoStore {
         request: &RequestId,
     ) -> Result<CreateOnce, WriteError> {
         const EARLIER: &str = "SELECT todo_id, fingerprint, created_at FROM create_requests WHERE user_id = ? AND request_id = ?";
-        const INSERT_TODO: &str = "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
         const REMEMBER: &str = "INSERT INTO create_requests (todo_id, fingerprint, created_at, user_id, request_id) VALUES (?, ?, ?, ?, ?)";
         const REPLACE_EXPIRED: &str = "UPDATE create_requests SET todo_id = ?, fingerprint = ?, created_at = ? WHERE user_id = ? AND request_id = ?";
         let fingerprint = content.fingerprint();
@@ -273,20 +285,7 @@ impl TodoStore for SqlTodoStore {
                     return Ok::<_, WriteError>(judge(earlier.clone()));
                 }
                 quota.admits_create(usage, bytes)?;
-                let id: i32 = sqlx::query_scalar(INSERT_TODO)
-                    .bind(user.as_str())
-                    .bind(&content.title)
-                    .bind(&content.text)
-                    .bind(content.done.unwrap_or(false))
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                sqlx::query(sql.add)
-                    .bind(1_i64)
-                    .bind(bytes)
-                    .bind(user.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                let id = insert_counted!(tx, sql, user.as_str(), content, now, bytes).await?;
                 // An expired key not yet cleaned up is reused in place.
                 let remember = if earlier.is_some() {
                     REPLACE_EXPIRED
