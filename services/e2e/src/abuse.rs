@@ -193,7 +193,7 @@ pub async fn run(options: Options) -> Result<usize, String> {
         e2e: scenarios::Ctx::new(channel),
         procs,
     };
-    let (mut passed, mut failed) = (0, 0);
+    let mut tally = crate::Tally::default();
     for scenario in all() {
         if options
             .only
@@ -213,20 +213,9 @@ pub async fn run(options: Options) -> Result<usize, String> {
         ctx.e2e = scenarios::Ctx::new(client::connect(&ctx.target).await?);
         let start = Instant::now();
         let outcome = (scenario.run)(&ctx).await;
-        let ms = start.elapsed().as_millis();
-        match outcome {
-            Ok(()) => {
-                passed += 1;
-                println!("PASS  {} ({ms} ms)", scenario.name);
-            }
-            Err(reason) => {
-                failed += 1;
-                println!("FAIL  {} ({ms} ms)\n      {reason}", scenario.name);
-            }
-        }
+        tally.record(scenario.name, start, outcome);
     }
-    println!("{passed} passed, {failed} failed");
-    Ok(failed)
+    Ok(tally.finish())
 }
 
 /// The gateway's address, which must be IPv4 loopback: this suite sends

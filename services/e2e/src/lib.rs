@@ -14,25 +14,44 @@ pub use client::Target;
 pub async fn run(target: &Target, filter: Option<&str>) -> Result<usize, String> {
     let channel = client::connect(target).await?;
     let ctx = scenarios::Ctx::new(channel);
-    let (mut passed, mut failed) = (0, 0);
+    let mut tally = Tally::default();
     for scenario in scenarios::all() {
         if filter.is_some_and(|f| !scenario.name.contains(f)) {
             continue;
         }
         let start = Instant::now();
         let outcome = scenario.run(&ctx).await;
+        tally.record(scenario.name, start, outcome);
+    }
+    Ok(tally.finish())
+}
+
+/// Scenario outcomes as they come: one line each (`PASS`/`FAIL`, name,
+/// time, and why it failed), then `N passed, N failed`.
+#[derive(Debug, Default)]
+pub struct Tally {
+    passed: usize,
+    failed: usize,
+}
+
+impl Tally {
+    pub fn record(&mut self, name: &str, start: Instant, outcome: Result<(), String>) {
         let ms = start.elapsed().as_millis();
         match outcome {
             Ok(()) => {
-                passed += 1;
-                println!("PASS  {} ({ms} ms)", scenario.name);
+                self.passed += 1;
+                println!("PASS  {name} ({ms} ms)");
             }
             Err(reason) => {
-                failed += 1;
-                println!("FAIL  {} ({ms} ms)\n      {reason}", scenario.name);
+                self.failed += 1;
+                println!("FAIL  {name} ({ms} ms)\n      {reason}");
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
-    Ok(failed)
+
+    /// Prints the totals; returns the failures.
+    pub fn finish(self) -> usize {
+        println!("{} passed, {} failed", self.passed, self.failed);
+        self.failed
+    }
 }
