@@ -2,6 +2,8 @@
 //! PKI, clients with or without the internal client certificate.
 #![allow(dead_code)]
 
+pub mod in_process;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
