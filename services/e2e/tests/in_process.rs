@@ -32,9 +32,6 @@ async fn scenarios_pass_in_process() {
         .await
         .expect("connect to the in-process gateway");
     assert_eq!(failures, 0, "scenarios failed (see the output above)");
-    assert!(
-        !todoapp_e2e::scenarios::all().is_empty(),
-        "no scenario ran"
-    );
+    assert!(!todoapp_e2e::scenarios::all().is_empty(), "no scenario ran");
     stack.stop().await;
 }

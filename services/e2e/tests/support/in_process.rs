@@ -131,7 +131,10 @@ impl Stack {
 
 /// `sqlite://` URL of database file `name` in the workspace.
 pub fn sqlite_url(ws: &Workspace, name: &str) -> String {
-    format!("sqlite://{}", ws.path().join(format!("{name}.db")).display())
+    format!(
+        "sqlite://{}",
+        ws.path().join(format!("{name}.db")).display()
+    )
 }
 
 /// Database settings for `url`, with the default pool settings.
