@@ -1,11 +1,18 @@
 //! The end-to-end scenario suite against the three services running inside
 //! this test process (real TLS and mutual TLS, SQLite databases), and the
-//! in-process seam itself: port 0, then a clean stop.
+//! in-process seam itself: listeners on port 0, and a stop that does what
+//! SIGTERM does.
 
 mod support;
 
-use support::in_process::{sqlite_url, todo_config, user_config, Stack};
-use support::Workspace;
+use std::time::{Duration, Instant};
+
+use support::in_process::{sqlite_url, todo_config, user_config, Running, Stack};
+use support::{http_get, Workspace};
+use todoapp_todo::TodoService;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scenarios_pass_in_process() {
@@ -34,4 +41,64 @@ async fn scenarios_pass_in_process() {
     assert_eq!(failures, 0, "scenarios failed (see the output above)");
     assert!(!todoapp_e2e::scenarios::all().is_empty(), "no scenario ran");
     stack.stop().await;
+}
+
+/// The shutdown future passed to `run_until` does what SIGTERM does for the
+/// binaries: NOT_SERVING at once, no new connections, in-flight calls
+/// drained for at most `shutdown_timeout_secs`, then the service returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_reports_not_serving_refuses_connections_and_bounds_the_drain() {
+    let ws = Workspace::new();
+    let mut config = todo_config(&ws, &sqlite_url(&ws, "todo"));
+    config.server.shutdown_timeout_secs = 2;
+    config.server.metrics.listen = "127.0.0.1:0".into();
+    let todo = Running::start::<TodoService>(config).await;
+    let addr = todo.addr;
+    let metrics = todo.metrics.expect("metrics listener");
+    assert_ne!(metrics.port(), 0);
+    let (head, body) = http_get(metrics, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("todoapp_db_pool_connections"), "{body}");
+
+    let channel = ws.backend_channel(addr, true).await.expect("connect");
+    // A Watch stream never ends by itself: it is the in-flight call here.
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: "ToDo".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("stream").expect("status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let started = Instant::now();
+    let stopped = tokio::spawn(todo.stop());
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("status change in time");
+    assert_eq!(
+        next.expect("stream").expect("status").status,
+        ServingStatus::NotServing as i32
+    );
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        while ws.backend_channel(addr, true).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "still accepting connections while draining"
+    );
+
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("stopped after the drain deadline")
+        .expect("stop");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "the watch stream was abandoned after {took:?}, not the 2 s deadline"
+    );
 }

@@ -36,6 +36,8 @@ const ANY_LOOPBACK_PORT: &str = "127.0.0.1:0";
 /// its shutdown; [`Running::stop`] also waits for the drain to finish.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The metrics listener's address, when `metrics.listen` is set.
+    pub metrics: Option<SocketAddr>,
     shutdown: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
@@ -57,6 +59,7 @@ impl Running {
             .await
             .unwrap_or_else(|e| panic!("{} did not start: {e}", S::NAME));
         let addr = application.local_addr();
+        let metrics = application.metrics_addr();
         let (shutdown, shutdown_requested) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             application
@@ -69,6 +72,7 @@ impl Running {
         });
         Self {
             addr,
+            metrics,
             shutdown,
             task,
         }
