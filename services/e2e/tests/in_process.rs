@@ -8,11 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::in_process::{sqlite_url, todo_config, user_config, Running, Stack};
-use support::{http_get, Workspace};
+use support::{http_get, HealthWatch, Workspace};
 use todoapp_todo::TodoService;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scenarios_pass_in_process() {
@@ -61,26 +58,11 @@ async fn stopping_reports_not_serving_refuses_connections_and_bounds_the_drain()
     assert!(body.contains("todoapp_db_pool_connections"), "{body}");
 
     let channel = ws.backend_channel(addr, true).await.expect("connect");
-    // A Watch stream never ends by itself: it is the in-flight call here.
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: "ToDo".into(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.message().await.expect("stream").expect("status");
-    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut watch = HealthWatch::serving(channel, "ToDo").await;
 
     let started = Instant::now();
     let stopped = tokio::spawn(todo.stop());
-    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
-        .await
-        .expect("status change in time");
-    assert_eq!(
-        next.expect("stream").expect("status").status,
-        ServingStatus::NotServing as i32
-    );
+    watch.next_is_not_serving().await;
     let refused = tokio::time::timeout(Duration::from_secs(5), async {
         while ws.backend_channel(addr, true).await.is_ok() {
             tokio::time::sleep(Duration::from_millis(20)).await;
