@@ -37,12 +37,6 @@ async fn start_throttled_stack(ws: &Workspace, user_db: &str) -> Stack {
     Stack::start(ws, user, todo, |_| {}).await
 }
 
-async fn mariadb(prefix: &str) -> String {
-    todoapp_devkit::mariadb::test_database(prefix)
-        .await
-        .expect("MariaDB for tests (install mariadb-server)")
-}
-
 async fn throttling_from_two_addresses(ws: &Workspace, user_db: &str) {
     let stack = start_throttled_stack(ws, user_db).await;
     let target = stack.target(ws);
@@ -123,7 +117,7 @@ async fn throttling_from_two_addresses_sqlite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_from_two_addresses_mariadb() {
     let ws = Workspace::new();
-    throttling_from_two_addresses(&ws, &mariadb("acct_throttle").await).await;
+    throttling_from_two_addresses(&ws, &in_process::mariadb_url("acct_throttle").await).await;
 }
 
 /// Creates under load with request ids while the todo service is killed
@@ -264,8 +258,8 @@ async fn kill_9_under_create_load_stores_exactly_the_acknowledged_sqlite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_under_create_load_stores_exactly_the_acknowledged_mariadb() {
     kill_9_under_create_load(
-        mariadb("acct_kill_user").await,
-        mariadb("acct_kill_todo").await,
+        in_process::mariadb_url("acct_kill_user").await,
+        in_process::mariadb_url("acct_kill_todo").await,
     )
     .await;
 }

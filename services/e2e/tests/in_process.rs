@@ -1,5 +1,5 @@
 //! The end-to-end scenario suite against the three services running inside
-//! this test process (real TLS and mutual TLS, SQLite databases), and the
+//! this test process (real TLS and mutual TLS, SQLite and MariaDB), and the
 //! in-process seam itself: listeners on port 0, and a stop that does what
 //! SIGTERM does.
 
@@ -7,23 +7,23 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::in_process::{sqlite_url, todo_config, user_config, Running, Stack};
+use support::in_process::{mariadb_url, sqlite_url, todo_config, user_config, Running, Stack};
 use support::{http_get, HealthWatch, Workspace};
 use todoapp_todo::TodoService;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn scenarios_pass_in_process() {
-    let ws = Workspace::new();
-    let mut user = user_config(&ws, &sqlite_url(&ws, "user"));
+/// The whole scenario suite through an in-process stack whose databases
+/// are at `user_db` and `todo_db`.
+async fn scenarios_pass(ws: &Workspace, user_db: &str, todo_db: &str) {
+    let mut user = user_config(ws, user_db);
     // As in todoapp-stack: every client here is this machine, so the
     // per-address limits (meant for the internet) would refuse the suite;
     // the per-account limits stay at their defaults.
     user.throttle.address_failures = 100_000;
     user.throttle.registrations = 100_000;
-    let todo = todo_config(&ws, &sqlite_url(&ws, "todo"));
+    let todo = todo_config(ws, todo_db);
     // The suite's bulk creates (1001 entries) would wait ~18 s for the
     // per-user write rate; the fair share has tests of its own.
-    let stack = Stack::start(&ws, user, todo, |gateway| {
+    let stack = Stack::start(ws, user, todo, |gateway| {
         gateway.fair_share.writes_per_sec = 100_000;
         gateway.fair_share.write_burst = 100_000;
     })
@@ -32,12 +32,28 @@ async fn scenarios_pass_in_process() {
         assert!(running.addr.ip().is_loopback() && running.addr.port() != 0);
     }
 
-    let failures = todoapp_e2e::run(&stack.target(&ws), None)
+    let failures = todoapp_e2e::run(&stack.target(ws), None)
         .await
         .expect("connect to the in-process gateway");
     assert_eq!(failures, 0, "scenarios failed (see the output above)");
     assert!(!todoapp_e2e::scenarios::all().is_empty(), "no scenario ran");
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenarios_pass_in_process() {
+    let ws = Workspace::new();
+    scenarios_pass(&ws, &sqlite_url(&ws, "user"), &sqlite_url(&ws, "todo")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenarios_pass_in_process_mariadb() {
+    let ws = Workspace::new();
+    let (user_db, todo_db) = (
+        mariadb_url("inproc_user").await,
+        mariadb_url("inproc_todo").await,
+    );
+    scenarios_pass(&ws, &user_db, &todo_db).await;
 }
 
 /// The shutdown future passed to `run_until` does what SIGTERM does for the

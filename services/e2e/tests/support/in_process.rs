@@ -141,6 +141,14 @@ pub fn sqlite_url(ws: &Workspace, name: &str) -> String {
     )
 }
 
+/// URL of a fresh database on the throwaway MariaDB of this test process
+/// (started on first use); fails loudly without one.
+pub async fn mariadb_url(prefix: &str) -> String {
+    todoapp_devkit::mariadb::test_database(prefix)
+        .await
+        .expect("MariaDB for tests (install mariadb-server)")
+}
+
 /// Database settings for `url`, with the default pool settings.
 pub fn database(url: &str) -> DatabaseSettings {
     let defaults = DatabaseSettings::sqlite("default.db");
