@@ -14,8 +14,8 @@ mod token;
 
 use todoapp_api::user_server::UserServer;
 use todoapp_runtime::config::ServerSettings;
-use todoapp_runtime::server::{serve, BoxError, ServeOptions};
-use todoapp_runtime::service::{FileChecks, Service};
+use todoapp_runtime::server::{BoxError, ServeOptions};
+use todoapp_runtime::service::{Application, FileChecks, Service};
 use todoapp_runtime::ConfigError;
 
 pub use crate::api::UserApi;
@@ -53,7 +53,7 @@ impl Service for UserService {
         Ok(())
     }
 
-    async fn serve(config: UserConfig) -> Result<(), BoxError> {
+    async fn build(config: UserConfig) -> Result<Application, BoxError> {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let issuer = TokenIssuer::load(&config.jwt)?;
         let hasher = Hasher::new(&config.argon2)?;
@@ -83,8 +83,6 @@ impl Service for UserService {
             probe: Some(pool.probe()),
             descriptor_sets: vec![todoapp_api::FILE_DESCRIPTOR_SET],
         };
-        let served = serve(options, routes).await;
-        pool.close().await;
-        served
+        Application::bind(options, routes, async move { pool.close().await }).await
     }
 }
