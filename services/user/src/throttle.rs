@@ -130,6 +130,43 @@ const SAVE_PAIR: &str = "UPDATE login_throttle_pairs SET failures = ?, last_fail
 const FORGET_PAIR: &str = "DELETE FROM login_throttle_pairs WHERE name_hash = ? AND address = ?";
 const GIVE_BACK: &str = "UPDATE throttle_windows SET events = CASE WHEN events > 0 THEN events - 1 ELSE 0 END WHERE scope = ? AND address = ?";
 
+/// Inside a transaction: the window counter of (`scope`, `address`), created
+/// if missing, locked until the transaction ends. A macro so the same code
+/// runs on either engine's transaction.
+macro_rules! locked_window {
+    ($tx:expr, $sql:expr, $scope:expr, $address:expr, $now:expr) => {
+        async {
+            sqlx::query($sql.ensure_window)
+                .bind($scope)
+                .bind($address)
+                .bind($now)
+                .bind($now)
+                .execute(&mut *$tx)
+                .await?;
+            let (events, start): (i64, i64) = sqlx::query_as($sql.read_window)
+                .bind($scope)
+                .bind($address)
+                .fetch_one(&mut *$tx)
+                .await?;
+            Ok::<Window, sqlx::Error>(Window { events, start })
+        }
+    };
+}
+
+/// Inside a transaction holding it (`locked_window!`): stores a window
+/// counter as touched at `now`.
+macro_rules! save_window {
+    ($tx:expr, $scope:expr, $address:expr, $window:expr, $now:expr) => {
+        sqlx::query(SAVE_WINDOW)
+            .bind($window.events)
+            .bind($window.start)
+            .bind($now)
+            .bind($scope)
+            .bind($address)
+            .execute(&mut *$tx)
+    };
+}
+
 /// A count within a fixed window that starts at its first event.
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -284,19 +321,9 @@ impl Throttle {
                 // Always in this order (address, then pair), as everywhere
                 // here, so that two attempts cannot deadlock.
                 let mut tx = p.begin().await?;
-                sqlx::query(sql.ensure_window)
-                    .bind(SCOPE_LOGIN)
-                    .bind(address)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                let (events, start): (i64, i64) = sqlx::query_as(sql.read_window)
-                    .bind(SCOPE_LOGIN)
-                    .bind(address)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let mut window = Window { events, start }.current(now, address_window);
+                let mut window = locked_window!(tx, sql, SCOPE_LOGIN, address, now)
+                    .await?
+                    .current(now, address_window);
                 if let Some(until) = window.exhausted(address_window, s.address_failures) {
                     return Ok(Err(Refusal {
                         counter: address_counter.clone(),
@@ -324,14 +351,7 @@ impl Throttle {
 
                 // Let it through, counted as failed until it succeeds.
                 window.events += 1;
-                sqlx::query(SAVE_WINDOW)
-                    .bind(window.events)
-                    .bind(window.start)
-                    .bind(now)
-                    .bind(SCOPE_LOGIN)
-                    .bind(address)
-                    .execute(&mut *tx)
-                    .await?;
+                save_window!(tx, SCOPE_LOGIN, address, window, now).await?;
                 if now - last_failure >= pair_window {
                     failures = 0;
                 }
@@ -412,33 +432,17 @@ impl Throttle {
         let decision = retry_contended(|| async move {
             Ok::<_, StoreError>(on_pool!(pool, |p| async {
                 let mut tx = p.begin().await?;
-                sqlx::query(sql.ensure_window)
-                    .bind(SCOPE_REGISTRATION)
-                    .bind(address)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                let (events, start): (i64, i64) = sqlx::query_as(sql.read_window)
-                    .bind(SCOPE_REGISTRATION)
-                    .bind(address)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let window = Window { events, start }.current(now, window_len);
+                let mut window = locked_window!(tx, sql, SCOPE_REGISTRATION, address, now)
+                    .await?
+                    .current(now, window_len);
                 if let Some(until) = window.exhausted(window_len, s.registrations) {
                     return Ok(Err(Refusal {
                         counter: counter.clone(),
                         until,
                     }));
                 }
-                sqlx::query(SAVE_WINDOW)
-                    .bind(window.events + 1)
-                    .bind(window.start)
-                    .bind(now)
-                    .bind(SCOPE_REGISTRATION)
-                    .bind(address)
-                    .execute(&mut *tx)
-                    .await?;
+                window.events += 1;
+                save_window!(tx, SCOPE_REGISTRATION, address, window, now).await?;
                 tx.commit().await?;
                 Ok::<_, sqlx::Error>(Ok(()))
             }
@@ -497,17 +501,7 @@ impl Throttle {
         let pool = &self.pool;
         let mut forgotten = 0;
         for (sql, args) in &expired {
-            let _writer = self.pool.write_lock().await;
-            forgotten += retry_contended(|| async move {
-                Ok::<_, StoreError>(on_pool!(pool, |p| {
-                    let mut query = sqlx::query(sql);
-                    for arg in args {
-                        query = query.bind(*arg);
-                    }
-                    query.execute(p).await.map(|r| r.rows_affected())
-                })?)
-            })
-            .await?;
+            forgotten += self.delete(sql, args).await?;
         }
         for (find, delete, scope) in &beyond_max {
             // The touch time of the `max_tracked + 1`-th most recent row:
@@ -519,24 +513,28 @@ impl Throttle {
                 }
                 query.bind(max).fetch_optional(p).await
             })?;
-            let Some(cutoff) = oldest_kept else { continue };
-            let _writer = self.pool.write_lock().await;
-            forgotten += retry_contended(|| async move {
-                Ok::<_, StoreError>(on_pool!(pool, |p| {
-                    let mut query = sqlx::query(delete);
-                    for arg in scope {
-                        query = query.bind(*arg);
-                    }
-                    query
-                        .bind(cutoff)
-                        .execute(p)
-                        .await
-                        .map(|r| r.rows_affected())
-                })?)
-            })
-            .await?;
+            if let Some(cutoff) = oldest_kept {
+                let args: Vec<i64> = scope.iter().copied().chain([cutoff]).collect();
+                forgotten += self.delete(delete, &args).await?;
+            }
         }
         Ok(forgotten)
+    }
+
+    /// Runs one DELETE with integer arguments; returns the rows deleted.
+    async fn delete(&self, sql: &str, args: &[i64]) -> Result<u64, StoreError> {
+        let pool = &self.pool;
+        let _writer = self.pool.write_lock().await;
+        retry_contended(|| async move {
+            Ok::<_, StoreError>(on_pool!(pool, |p| {
+                let mut query = sqlx::query(sql);
+                for arg in args {
+                    query = query.bind(*arg);
+                }
+                query.execute(p).await.map(|r| r.rows_affected())
+            })?)
+        })
+        .await
     }
 
     /// Forgets expired counters now and every `every` from now on.
