@@ -11,13 +11,16 @@ CREATE TABLE login_throttle_pairs (
     KEY login_throttle_pairs_last_failure (last_failure)
 ) ENGINE = InnoDB;
 
--- Fixed-window counts per address: scope 1 failed logins, 2 registrations.
+-- Fixed-window counts per address: scope 1 failed logins, 2 registrations;
+-- one slot per database node (its auto_increment_offset), so that attempts
+-- from one address through different Galera nodes share no row.
 CREATE TABLE throttle_windows (
     scope        SMALLINT    NOT NULL,
     address      VARCHAR(45) CHARACTER SET ascii NOT NULL,
+    slot         INT         NOT NULL,
     events       BIGINT      NOT NULL,
     window_start BIGINT      NOT NULL,
     touched      BIGINT      NOT NULL,
-    PRIMARY KEY (scope, address),
+    PRIMARY KEY (scope, address, slot),
     KEY throttle_windows_touched (scope, touched)
 ) ENGINE = InnoDB;

@@ -12,9 +12,10 @@ CREATE INDEX login_throttle_pairs_last_failure ON login_throttle_pairs (last_fai
 CREATE TABLE throttle_windows (
     scope        INTEGER NOT NULL,
     address      TEXT    NOT NULL,
+    slot         INTEGER NOT NULL,
     events       INTEGER NOT NULL,
     window_start INTEGER NOT NULL,
     touched      INTEGER NOT NULL,
-    PRIMARY KEY (scope, address)
+    PRIMARY KEY (scope, address, slot)
 );
 CREATE INDEX throttle_windows_touched ON throttle_windows (scope, touched);
