@@ -17,12 +17,14 @@
 //! succeeds, so concurrent guesses cannot all slip in before the first
 //! failure is recorded. Each decision is one transaction holding the
 //! counters' rows locked (SQLite: the pool's write lock), so concurrent
-//! attempts through different instances are counted one after the other;
-//! on Galera two of them through different nodes lose certification and the
-//! loser is run again (`retry_contended`). A refused attempt is decided here,
-//! before any user lookup or hash. IPv6 addresses are counted per /64, the
-//! block a single host usually has. Times are wall-clock Unix microseconds,
-//! shared by the instances.
+//! attempts through different instances are counted one after the other
+//! (on Galera, two attempts for one account and address through different
+//! nodes: one loses certification and is run again, `retry_contended`; the
+//! per-address counts are kept per node, see [`ThrottleSql`], so that
+//! attempts from one address through several nodes need not). A refused
+//! attempt is decided here, before any user lookup or hash. IPv6 addresses
+//! are counted per /64, the block a single host usually has. Times are
+//! wall-clock Unix microseconds, shared by the instances.
 //!
 //! Rows whose window has passed are deleted every minute, and beyond
 //! `max_tracked` rows per kind the least recently touched are forgotten.
