@@ -61,13 +61,10 @@ impl Service for UserService {
         pool.register_metrics();
 
         let limit = config.server.max_message_bytes;
-        let user = UserServer::new(UserApi::new(
-            store,
-            hasher,
-            issuer,
-            throttle::Throttle::new(config.throttle.clone()),
-        ))
-        .max_decoding_message_size(limit);
+        let throttle = throttle::Throttle::new(config.throttle.clone(), pool.clone());
+        let expiry = throttle.spawn_expiry(std::time::Duration::from_secs(60));
+        let user = UserServer::new(UserApi::new(store, hasher, issuer, throttle))
+            .max_decoding_message_size(limit);
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<UserServer<UserApi<SqlUserStore>>>()
@@ -83,6 +80,10 @@ impl Service for UserService {
             probe: Some(pool.probe()),
             descriptor_sets: vec![todoapp_api::FILE_DESCRIPTOR_SET],
         };
-        Application::bind(options, routes, async move { pool.close().await }).await
+        let release = async move {
+            expiry.abort();
+            pool.close().await;
+        };
+        Application::bind(options, routes, release).await
     }
 }
