@@ -50,7 +50,9 @@ impl MariaDb {
         let mariadbd = find_mariadbd()?;
         let datadir = base.join("data");
         let socket = base.join("mysqld.sock");
-        std::fs::create_dir_all(base)
+        // A temporary directory of its own: servers installed at the same
+        // time must not share /tmp's `#sql-temptable-*` files.
+        std::fs::create_dir_all(base.join("tmp"))
             .map_err(DevError::io(format!("creating {}", base.display())))?;
         let os_user = options.os_user_if_root();
         if let Some(user) = os_user.filter(|u| *u != "root") {
@@ -70,6 +72,7 @@ impl MariaDb {
                 .arg(format!("--datadir={}", datadir.display()))
                 .arg("--auth-root-authentication-method=normal")
                 .arg("--skip-test-db")
+                .arg(format!("--tmpdir={}", base.join("tmp").display()))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             if let Some(user) = os_user {
@@ -188,6 +191,7 @@ pub(crate) fn server_command(mariadbd: &Path, base: &Path, options: &ServerOptio
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", base.join("data").display()))
         .arg(format!("--socket={}", base.join("mysqld.sock").display()))
+        .arg(format!("--tmpdir={}", base.join("tmp").display()))
         .arg(format!(
             "--pid-file={}",
             base.join("mariadbd.pid").display()
