@@ -5,6 +5,8 @@ pub mod bins;
 pub mod galera;
 pub mod mariadb;
 pub mod pki;
+pub mod process;
+pub mod stack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {

@@ -9,14 +9,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{bin, Proc};
+use support::bin;
 use todoapp_api::{CreateToDoReq, ListToDoReq, LoginReq, RegisterReq, ToDoEntry};
 use todoapp_e2e::client::{authed, connect};
 use todoapp_e2e::scenarios::Ctx;
 use todoapp_e2e::Target;
 
 struct Stack {
-    proc: Proc,
+    stack: todoapp_devkit::stack::Stack,
     target: Target,
 }
 
@@ -25,42 +25,18 @@ fn start_stack(state: &Path, database: &str) -> Stack {
 }
 
 fn start_stack_with(state: &Path, database: &str, extra: &[&str]) -> Stack {
-    let _ = std::fs::remove_file(state.join("stack.json"));
-    let mut cmd = Command::new(bin("todoapp-stack"));
-    cmd.arg("--state-dir")
-        .arg(state)
-        .args(["--listen", "127.0.0.1:0", "--database", database])
-        .args(extra);
-    let mut proc = Proc::spawn(cmd);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let json = state.join("stack.json");
-    while !json.exists() {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!(
-                "todoapp-stack exited early ({status}); log:\n{}",
-                proc.log()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stack.json not written; log:\n{}",
-            proc.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let target = Target::from_stack_json(&json).expect("stack.json");
+    let stack = todoapp_devkit::stack::Stack::launch(state, database)
+        .and_then(|launch| launch.args(extra).start())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let target = Target::from_stack_json(&state.join("stack.json")).expect("stack.json");
     assert!(target.ca.is_absolute(), "ca_cert must be absolute");
-    Stack { proc, target }
+    Stack { stack, target }
 }
 
-fn stop_stack(mut stack: Stack, state: &Path) {
-    stack.proc.signal(libc::SIGTERM);
-    let status = stack.proc.wait(Duration::from_secs(60));
-    assert!(
-        status.success(),
-        "stack exit {status}; log:\n{}",
-        stack.proc.log()
-    );
+fn stop_stack(stack: Stack, state: &Path) {
+    let log = stack.stack.log();
+    let status = stack.stack.stop().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "stack exit {status}; log:\n{log}");
     assert!(!state.join("stack.json").exists(), "stack.json left behind");
 }
 
@@ -137,16 +113,17 @@ async fn still_there(target: &Target, user: &(String, String, i32), title: &str)
 
 /// Each service's metrics, at the address in stack.json (and printed),
 /// after the e2e run: its calls were counted.
-fn metrics_are_served(stack: &Stack, state: &Path) {
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state.join("stack.json")).expect("stack.json"))
-            .expect("JSON");
+fn metrics_are_served(stack: &Stack) {
+    let json = stack.stack.info();
     for service in ["gateway", "user", "todo"] {
         let addr = json["metrics"][service]
             .as_str()
             .unwrap_or_else(|| panic!("no metrics address for {service}: {json}"));
         assert!(
-            stack.proc.log().contains(&format!("http://{addr}/metrics")),
+            stack
+                .stack
+                .log()
+                .contains(&format!("http://{addr}/metrics")),
             "address not printed"
         );
         let (head, response) = support::http_get(addr.parse().expect("address"), "/metrics");
@@ -188,7 +165,7 @@ async fn sqlite_stack_passes_e2e_persists_and_stops_cleanly() {
 
     run_e2e(&stack.target);
     two_addresses(&stack.target).await;
-    metrics_are_served(&stack, state.path());
+    metrics_are_served(&stack);
     let user = seed(&stack.target, "survives restarts").await;
     stop_stack(stack, state.path());
 
@@ -340,16 +317,7 @@ fn replicas_over_sqlite_are_refused_with_a_clear_message() {
 async fn galera_stack_with_two_replicas_serves_through_each_gateway_and_survives_a_gateway_kill() {
     let state = tempfile::tempdir().expect("tempdir");
     let stack = start_stack_with(state.path(), "galera", &["--replicas", "2"]);
-    let json: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(state.path().join("stack.json")).expect("stack.json"),
-    )
-    .expect("json");
-    let gateways: Vec<String> = json["gateways"]
-        .as_array()
-        .expect("gateways list")
-        .iter()
-        .map(|g| g.as_str().expect("address").to_owned())
-        .collect();
+    let gateways = stack.stack.gateways();
     assert_eq!(gateways.len(), 2);
     assert_eq!(gateways[0], stack.target.gateway, "`gateway` is the first");
     let targets: Vec<Target> = gateways
@@ -396,4 +364,75 @@ async fn galera_stack_with_two_replicas_serves_through_each_gateway_and_survives
     }
     assert!(calls > 0);
     stop_stack(stack, state.path());
+}
+
+/// The processes whose parent is `parent`, as (pid, command name).
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Some((name, ppid, _)) = process_status(pid) {
+            if ppid == parent {
+                children.push((pid, name));
+            }
+        }
+    }
+    children
+}
+
+/// (command name, parent pid, state) of `pid` from `/proc/PID/stat`.
+fn process_status(pid: u32) -> Option<(String, u32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `PID (NAME) STATE PPID …`; NAME may hold spaces and parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat[open + 1..close].to_owned();
+    let mut rest = stat[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((name, ppid, state))
+}
+
+/// Whether `pid` still runs (a zombie has stopped, only not been reaped).
+fn is_alive(pid: u32) -> bool {
+    process_status(pid).is_some_and(|(_, _, state)| state != 'Z')
+}
+
+/// A stack killed with SIGKILL (no chance to stop anything) leaves no
+/// service and no private mariadbd running: they get SIGTERM when it dies.
+#[test]
+fn sigkilled_stack_leaves_no_service_or_database_server_behind() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack(state.path(), "mariadb");
+    let pid = stack.stack.pid();
+    let children = children_of(pid);
+    let names: Vec<&str> = children.iter().map(|(_, name)| name.as_str()).collect();
+    for expected in [
+        "todoapp-gateway",
+        "todoapp-user",
+        "todoapp-todo",
+        "mariadbd",
+    ] {
+        // /proc's command names are cut at 15 bytes.
+        assert!(
+            names.iter().any(|n| expected.starts_with(n)),
+            "{expected} is not a child of the stack: {names:?}"
+        );
+    }
+    stack.stack.signal(libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let alive: Vec<&(u32, String)> =
+            children.iter().filter(|(pid, _)| is_alive(*pid)).collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 15 s after the stack was killed: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

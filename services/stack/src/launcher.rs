@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use todoapp_devkit::galera::GaleraCluster;
-use todoapp_devkit::mariadb::MariaDb;
+use todoapp_devkit::mariadb::{MariaDb, ServerOptions};
 use todoapp_devkit::pki::{self, files};
 
 use crate::supervisor::{self, ServiceSpec, Supervised};
@@ -128,7 +128,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 state.join("mariadb").display()
             );
             let base = state.join("mariadb");
-            let server = tokio::task::spawn_blocking(move || MariaDb::start(&base)).await??;
+            // Started on this (the main) thread, which lives as long as the
+            // stack: the server stops when the stack dies, even by SIGKILL.
+            let options = ServerOptions {
+                die_with_parent: true,
+                ..ServerOptions::default()
+            };
+            let server = tokio::task::block_in_place(|| MariaDb::start_with(&base, &options))?;
             let urls = (
                 server.create_database("todoapp_user").await?,
                 server.create_database("todoapp_todo").await?,
