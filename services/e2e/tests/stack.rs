@@ -67,6 +67,85 @@ fn run_e2e(target: &Target) {
     );
 }
 
+/// `todoapp-e2e --filter SUBSTR` runs exactly the scenarios whose name
+/// contains SUBSTR.
+fn run_e2e_filtered(target: &Target, filter: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_todoapp-e2e"))
+        .args(["--gateway", &target.gateway, "--filter", filter, "--ca"])
+        .arg(&target.ca)
+        .output()
+        .expect("run todoapp-e2e");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "todoapp-e2e --filter failed:\n{stdout}"
+    );
+    let expected: Vec<&str> = todoapp_e2e::scenarios::all()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|name| name.contains(filter))
+        .collect();
+    assert!(
+        expected.len() > 1,
+        "`{filter}` selects too few scenarios to test"
+    );
+    let ran: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("PASS  "))
+        .filter_map(|line| line.rsplit_once(" (").map(|(name, _)| name))
+        .collect();
+    assert_eq!(ran, expected, "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some(format!("{} passed, 0 failed", expected.len()).as_str())
+    );
+}
+
+/// `todoapp-e2e --list` prints every scenario's name in order, without a
+/// gateway; with `--filter` only the matching ones.
+#[test]
+fn e2e_lists_its_scenarios_and_filters_them_by_name() {
+    let list = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_todoapp-e2e"))
+            .arg("--list")
+            .args(args)
+            .output()
+            .expect("run todoapp-e2e --list");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let all: Vec<String> = todoapp_e2e::scenarios::all()
+        .into_iter()
+        .map(|s| s.name.to_owned())
+        .collect();
+    assert_eq!(all.len(), 20, "a scenario was lost or added unnoticed");
+    assert_eq!(list(&[]), all);
+    let tokens: Vec<String> = all
+        .iter()
+        .filter(|name| name.contains("token"))
+        .cloned()
+        .collect();
+    assert_eq!(tokens.len(), 3);
+    assert_eq!(list(&["--filter", "token"]), tokens);
+    assert_eq!(
+        list(&["--filter", "no scenario is called this"]),
+        Vec::<String>::new()
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_todoapp-abuse"))
+        .arg("--list")
+        .output()
+        .expect("run todoapp-abuse --list");
+    let abuse: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(abuse, todoapp_e2e::abuse::scenario_names());
+}
+
 /// The owner on 127.0.0.1 is not locked out by a stranger guessing from
 /// 127.0.0.2 (the stack's per-address limits are raised, the per-account
 /// ones are the defaults).
@@ -164,6 +243,7 @@ async fn sqlite_stack_passes_e2e_persists_and_stops_cleanly() {
     let ca_before = std::fs::read(pki.join("ca.crt")).expect("ca");
 
     run_e2e(&stack.target);
+    run_e2e_filtered(&stack.target, "token");
     two_addresses(&stack.target).await;
     metrics_are_served(&stack);
     let user = seed(&stack.target, "survives restarts").await;
