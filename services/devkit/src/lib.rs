@@ -30,3 +30,13 @@ impl DevError {
         move |source| DevError::Io { context, source }
     }
 }
+
+/// A TOML table of these entries, for the service configs the stack and
+/// the tests write: serialised with the toml crate, any path or URL in it
+/// is escaped as TOML needs.
+pub fn toml_table<const N: usize>(entries: [(&str, toml::Value); N]) -> toml::Table {
+    entries
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
+}

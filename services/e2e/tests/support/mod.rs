@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use todoapp_devkit::pki::{self, files};
+pub use todoapp_devkit::toml_table as table;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Binary `name`, built from the current sources first (once per test
@@ -246,14 +247,6 @@ fn toml_urls(urls: &[String]) -> toml::Value {
         [one] => one.as_str().into(),
         many => toml::Value::Array(many.iter().map(|url| url.as_str().into()).collect()),
     }
-}
-
-/// A TOML table of these entries.
-pub fn table<const N: usize>(entries: [(&str, toml::Value); N]) -> toml::Table {
-    entries
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect()
 }
 
 /// A test's own TOML fragment (settings it adds), parsed.
