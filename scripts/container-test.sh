@@ -414,6 +414,35 @@ cat "$out/e2e-1.log"
 ((rc == 0)) || fail "todoapp-e2e failed (see its output above)"
 ok "todoapp-e2e passed in $(since "$t")s"
 
+begin "per-call journal fields, one trace id across the hop, no token" \
+  todoapp-gateway.service todoapp-todo.service todoapp-user.service
+# Under systemd the services log to the journal natively: one entry per call
+# with SERVICE, METHOD, STATUS, LATENCY_US and the call's TRACE_ID.
+field() { # unit match field: the field's value in the newest matching entry
+  journalctl -u "$1" "$2" -o cat --output-fields="$3" -n 1 --no-pager
+}
+trace=$(field todoapp-gateway.service METHOD=/ToDo/CreateToDo TRACE_ID)
+[[ $trace =~ ^[0-9a-f]{32}$ && $trace != 00000000000000000000000000000000 ]] ||
+  fail "no CreateToDo entry with a TRACE_ID in the gateway's journal (got '$trace')"
+for svc in gateway todo; do
+  u=todoapp-$svc.service
+  n=$(journalctl -u "$u" "TRACE_ID=$trace" METHOD=/ToDo/CreateToDo -o cat --no-pager | wc -l)
+  ((n >= 1)) || fail "$u has no CreateToDo entry for trace $trace"
+  [[ $(journalctl -u "$u" "TRACE_ID=$trace" METHOD=/ToDo/CreateToDo -o cat --output-fields=SERVICE -n 1 --no-pager) == "$svc" ]] ||
+    fail "$u: SERVICE field is not '$svc'"
+  [[ $(journalctl -u "$u" "TRACE_ID=$trace" METHOD=/ToDo/CreateToDo -o cat --output-fields=STATUS -n 1 --no-pager) == Ok ]] ||
+    fail "$u: STATUS field of the call is not Ok"
+  [[ $(journalctl -u "$u" "TRACE_ID=$trace" METHOD=/ToDo/CreateToDo -o cat --output-fields=LATENCY_US -n 1 --no-pager) =~ ^[0-9]+$ ]] ||
+    fail "$u: LATENCY_US is not a number"
+done
+[[ -n $(field todoapp-user.service METHOD=/User/Login TRACE_ID) ]] ||
+  fail "the user service logged no Login entry with a TRACE_ID"
+# A JWT starts with base64url of '{"' ("eyJ"); none may reach any field.
+leaks=$(journalctl -u todoapp-gateway.service -u todoapp-user.service -u todoapp-todo.service \
+  -o export --no-pager | grep -c 'eyJ')
+((leaks == 0)) || fail "$leaks journal fields contain something shaped like a token"
+ok "trace $trace logged by gateway and todo with SERVICE, METHOD, STATUS, LATENCY_US; no token in the journal"
+
 begin "services started by socket activation, Type=notify, sandboxed" \
   todoapp-gateway.service todoapp-user.service todoapp-todo.service
 for svc in gateway user todo; do

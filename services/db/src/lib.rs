@@ -121,6 +121,11 @@ macro_rules! on_pool {
     };
 }
 
+/// sqlx reports how long each pool acquire waited only as a tracing event
+/// (target `sqlx::pool::acquire`); at this level the runtime turns those
+/// events into `todoapp_db_pool_acquire_wait_seconds` without logging them.
+const ACQUIRE_EVENTS: log::LevelFilter = log::LevelFilter::Trace;
+
 /// Settings every MariaDB session gets: strict mode so nothing is silently
 /// truncated or coerced, UTC, utf8mb4.
 const MYSQL_SESSION: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'";
@@ -161,6 +166,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.max_connections)
                 .acquire_timeout(acquire)
+                .acquire_time_level(ACQUIRE_EVENTS)
                 // Each connection is a thread with its own page cache;
                 // after a burst the pool shrinks back within seconds
                 // (reopening a SQLite connection is cheap).
@@ -184,6 +190,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .max_connections(settings.max_connections)
                 .min_connections(1)
                 .acquire_timeout(acquire)
+                .acquire_time_level(ACQUIRE_EVENTS)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(MYSQL_SESSION).await?;
@@ -263,8 +270,10 @@ impl Pool {
 
     /// Exposes the pool's size and idle connections as gauges
     /// (`todoapp_db_pool_connections`, `todoapp_db_pool_idle_connections`),
-    /// read at each scrape.
+    /// read at each scrape, and the acquire wait histogram
+    /// (`todoapp_db_pool_acquire_wait_seconds`).
     pub fn register_metrics(&self) {
+        todoapp_runtime::telemetry::register_pool_acquire_wait();
         let pool = self.clone();
         todoapp_runtime::metrics::sampled_gauge(
             "todoapp_db_pool_connections",

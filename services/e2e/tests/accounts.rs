@@ -1,15 +1,16 @@
-//! Accounts and retries against the real binaries as processes, on SQLite
-//! and MariaDB: throttling seen from two client addresses (127.0.0.1 and
-//! 127.0.0.2), and `kill -9` of the todo service under a create load with
-//! request ids.
+//! Accounts and retries on SQLite and MariaDB: throttling seen from two
+//! client addresses (127.0.0.1 and 127.0.0.2), with the services in-process
+//! (see `support/in_process.rs`), and `kill -9` of the todo service under
+//! a create load with request ids, with the binaries as processes.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::in_process::{self, Stack};
 use support::{free_addr, wait_for_port, Proc, Workspace};
 use todoapp_api::{CreateToDoReq, LoginReq, RegisterReq, ToDoEntry};
 use todoapp_e2e::client::{authed, connect_from};
@@ -22,43 +23,23 @@ const AWAY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// Cheap hashes for tests, and small limits so they are reached quickly.
 const ARGON2_AND_THROTTLE: &str = "memory_kib = 1024\niterations = 1\nparallelism = 1\n\n[throttle]\nlogin_failures = 3\naddress_failures = 8\nregistrations = 4\n";
 
-async fn sqlite(ws: &Workspace, name: &str) -> String {
-    format!(
-        "sqlite://{}",
-        ws.path().join(format!("{name}.db")).display()
-    )
+/// The in-process stack with [`ARGON2_AND_THROTTLE`]'s settings, the user
+/// database at `user_db`.
+async fn start_throttled_stack(ws: &Workspace, user_db: &str) -> Stack {
+    let mut user = in_process::user_config(ws, user_db);
+    user.argon2.memory_kib = 1024;
+    user.argon2.iterations = 1;
+    user.argon2.parallelism = 1;
+    user.throttle.login_failures = 3;
+    user.throttle.address_failures = 8;
+    user.throttle.registrations = 4;
+    let todo = in_process::todo_config(ws, &in_process::sqlite_url(ws, "todo"));
+    Stack::start(ws, user, todo, |_| {}).await
 }
 
-async fn mariadb(prefix: &str) -> String {
-    todoapp_devkit::mariadb::test_database(prefix)
-        .await
-        .expect("MariaDB for tests (install mariadb-server)")
-}
-
-struct Running {
-    _procs: Vec<Proc>,
-    gateway: SocketAddr,
-}
-
-/// Starts user service and gateway (the todo service is not needed).
-fn start_user_and_gateway(ws: &Workspace, user_db: &str) -> Running {
-    let (gateway, user, todo) = (free_addr(), free_addr(), free_addr());
-    let user_config = ws.user_config(user, user_db, "", ARGON2_AND_THROTTLE);
-    let gateway_config = ws.gateway_config(gateway, user, todo, "");
-    let user_proc = Proc::service("user", &user_config);
-    let gateway_proc = Proc::service("gateway", &gateway_config);
-    wait_for_port(user, Duration::from_secs(60));
-    wait_for_port(gateway, Duration::from_secs(30));
-    Running {
-        _procs: vec![user_proc, gateway_proc],
-        gateway,
-    }
-}
-
-async fn throttling_from_two_addresses(user_db: String) {
-    let ws = Workspace::new();
-    let running = start_user_and_gateway(&ws, &user_db);
-    let target = ws.gateway_target(running.gateway);
+async fn throttling_from_two_addresses(ws: &Workspace, user_db: &str) {
+    let stack = start_throttled_stack(ws, user_db).await;
+    let target = stack.target(ws);
     let home = Ctx::new(connect_from(&target, None).await.expect("connect"));
     let away = Ctx::new(
         connect_from(&target, Some(AWAY))
@@ -123,18 +104,20 @@ async fn throttling_from_two_addresses(user_db: String) {
     }
     assert_eq!(accepted, 4);
     home.account().await.expect("home may still register");
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_from_two_addresses_sqlite() {
     let ws = Workspace::new();
-    let db = sqlite(&ws, "user").await;
-    throttling_from_two_addresses(db).await;
+    let db = in_process::sqlite_url(&ws, "user");
+    throttling_from_two_addresses(&ws, &db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_from_two_addresses_mariadb() {
-    throttling_from_two_addresses(mariadb("acct_throttle").await).await;
+    let ws = Workspace::new();
+    throttling_from_two_addresses(&ws, &in_process::mariadb_url("acct_throttle").await).await;
 }
 
 /// Creates under load with request ids while the todo service is killed
@@ -265,15 +248,18 @@ async fn kill_9_under_create_load(user_db: String, todo_db: String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_under_create_load_stores_exactly_the_acknowledged_sqlite() {
     let ws = Workspace::new();
-    let (user_db, todo_db) = (sqlite(&ws, "user").await, sqlite(&ws, "todo").await);
+    let (user_db, todo_db) = (
+        in_process::sqlite_url(&ws, "user"),
+        in_process::sqlite_url(&ws, "todo"),
+    );
     kill_9_under_create_load(user_db, todo_db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_under_create_load_stores_exactly_the_acknowledged_mariadb() {
     kill_9_under_create_load(
-        mariadb("acct_kill_user").await,
-        mariadb("acct_kill_todo").await,
+        in_process::mariadb_url("acct_kill_user").await,
+        in_process::mariadb_url("acct_kill_todo").await,
     )
     .await;
 }

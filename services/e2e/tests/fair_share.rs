@@ -1,11 +1,13 @@
-//! Fair share through the real gateway binary: per-user rate limits with
+//! Fair share through the real gateway, run in-process on port 0 (see
+//! `support/in_process.rs`): per-user rate limits with
 //! `google.rpc.RetryInfo` and no backend call, the per-user in-flight cap,
-//! and the todo service's quota reaching clients through the gateway.
+//! and the todo service's quota reaching clients through the gateway. Bad
+//! limits are refused by the binaries, as processes.
 //!
-//! The rate and in-flight tests put an in-process todo backend (mutual TLS
-//! with the workspace's internal CA) behind the gateway that counts the
-//! calls it receives and can hold them, so "no backend call" is observed,
-//! not inferred.
+//! The rate and in-flight tests put a todo backend (mutual TLS with the
+//! workspace's internal CA) behind the gateway that counts the calls it
+//! receives and can hold them, so "no backend call" is observed, not
+//! inferred.
 
 mod support;
 
@@ -14,12 +16,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{free_addr, wait_for_port, Proc, Workspace};
+use support::in_process::{gateway_config, sqlite_url, todo_config, Running};
+use support::{free_addr, Workspace};
 use todoapp_api::to_do_client::ToDoClient;
 use todoapp_api::to_do_server::{ToDo, ToDoServer};
 use todoapp_api::*;
 use todoapp_devkit::pki::files;
 use todoapp_e2e::client::authed;
+use todoapp_gateway::config::FairShareSettings;
+use todoapp_gateway::GatewayService;
+use todoapp_todo::TodoService;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Channel, Identity, Server, ServerTlsConfig};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::StatusExt;
@@ -102,9 +109,10 @@ impl ToDo for CountingBackend {
     }
 }
 
-/// The counting backend serving on `addr` with the todo service's
-/// certificate, requiring the gateway's client certificate.
-fn serve_backend(ws: &Workspace, addr: SocketAddr, backend: CountingBackend) {
+/// The counting backend serving on a free loopback port with the todo
+/// service's certificate, requiring the gateway's client certificate.
+/// Returns its address.
+async fn serve_backend(ws: &Workspace, backend: CountingBackend) -> SocketAddr {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let read = |name: &str| std::fs::read(ws.pki(name)).expect("pki file");
     let tls = ServerTlsConfig::new()
@@ -116,34 +124,47 @@ fn serve_backend(ws: &Workspace, addr: SocketAddr, backend: CountingBackend) {
     // Serving `grpc.health.v1` too, as the real backends do: the gateway
     // sends calls only to endpoints whose health check passes.
     let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ToDoServer<CountingBackend>>().await;
     let server = Server::builder()
         .tls_config(tls)
         .expect("server tls")
         .add_service(health_service)
         .add_service(ToDoServer::new(backend));
-    tokio::spawn(async move {
-        health.set_serving::<ToDoServer<CountingBackend>>().await;
-        server.serve(addr).await
-    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the backend");
+    let addr = listener.local_addr().expect("backend address");
+    tokio::spawn(server.serve_with_incoming(TcpListenerStream::new(listener)));
+    addr
 }
 
-/// A gateway process in front of the counting backend (the user service
-/// address is unused), a connection to it, and its address.
-async fn gateway_with_backend(
+/// A gateway in front of `todo` only: its user upstream points at the
+/// todo backend too, whose health service does not serve `User`, so the
+/// gateway never sends a call there.
+async fn gateway_for_todo(
     ws: &Workspace,
-    fair_share: &str,
-    backend: CountingBackend,
-) -> (Proc, Channel, SocketAddr) {
-    let (gateway, todo) = (free_addr(), free_addr());
-    serve_backend(ws, todo, backend);
-    wait_for_port(todo, Duration::from_secs(10));
-    let config = ws.gateway_config(gateway, free_addr(), todo, fair_share);
-    let proc = Proc::service("gateway", &config);
-    wait_for_port(gateway, Duration::from_secs(30));
-    let channel = todoapp_e2e::client::connect(&ws.gateway_target(gateway))
+    todo: SocketAddr,
+    fair_share: FairShareSettings,
+) -> (Running, Channel, SocketAddr) {
+    let mut config = gateway_config(ws, todo, todo);
+    config.fair_share = fair_share;
+    let gateway = Running::start::<GatewayService>(config).await;
+    let address = gateway.addr;
+    let channel = todoapp_e2e::client::connect(&ws.gateway_target(address))
         .await
         .expect("connect");
-    (proc, channel, gateway)
+    (gateway, channel, address)
+}
+
+/// A gateway in front of the counting backend, a connection to it, and
+/// its address.
+async fn gateway_with_backend(
+    ws: &Workspace,
+    fair_share: FairShareSettings,
+    backend: CountingBackend,
+) -> (Running, Channel, SocketAddr) {
+    let todo = serve_backend(ws, backend).await;
+    gateway_for_todo(ws, todo, fair_share).await
 }
 
 fn retry_delay(status: &Status) -> Duration {
@@ -158,8 +179,13 @@ async fn rate_limit_refuses_with_retry_info_and_no_backend_call() {
     let ws = Workspace::new();
     let backend = CountingBackend::default();
     let calls = backend.calls.clone();
-    let fair_share =
-        "[fair_share]\nreads_per_sec = 1\nread_burst = 5\nwrites_per_sec = 1\nwrite_burst = 3\n";
+    let fair_share = FairShareSettings {
+        reads_per_sec: 1,
+        read_burst: 5,
+        writes_per_sec: 1,
+        write_burst: 3,
+        ..Default::default()
+    };
     let (_gateway, channel, _) = gateway_with_backend(&ws, fair_share, backend).await;
     let mut client = ToDoClient::new(channel);
     let (ann, bob) = (sign_token(&ws, ANN), sign_token(&ws, BOB));
@@ -238,8 +264,11 @@ async fn in_flight_cap_per_user_fails_fast() {
     let ws = Workspace::new();
     let backend = CountingBackend::default();
     let (calls, release) = (backend.calls.clone(), backend.release.clone());
-    let (_gateway, channel, _) =
-        gateway_with_backend(&ws, "[fair_share]\nmax_in_flight_per_user = 2\n", backend).await;
+    let fair_share = FairShareSettings {
+        max_in_flight_per_user: 2,
+        ..Default::default()
+    };
+    let (_gateway, channel, _) = gateway_with_backend(&ws, fair_share, backend).await;
     let (ann, bob) = (sign_token(&ws, ANN), sign_token(&ws, BOB));
     let get = |token: &str| authed(GetToDoReq { id: 1 }, token);
 
@@ -313,16 +342,17 @@ async fn a_connection_retrying_at_once_is_read_only_after_a_pause() {
     // ListToDo: the counting backend holds GetToDo calls.
     let list = |token: &str| authed(ListToDoReq::default(), token);
     let pause = Duration::from_millis(200);
-    let settings = |pause_ms: u128| {
-        format!(
-            "[fair_share]\nreads_per_sec = 1\nread_burst = 1\nrefused_read_pause_ms = {pause_ms}\n"
-        )
+    let settings = |pause_ms: u128| FairShareSettings {
+        reads_per_sec: 1,
+        read_burst: 1,
+        refused_read_pause_ms: pause_ms.try_into().expect("pause in ms"),
+        ..Default::default()
     };
 
     let backend = CountingBackend::default();
     let calls = backend.calls.clone();
     let (_gateway, channel, address) =
-        gateway_with_backend(&ws, &settings(pause.as_millis()), backend).await;
+        gateway_with_backend(&ws, settings(pause.as_millis()), backend).await;
     let mut client = ToDoClient::new(channel);
     client.list_to_do(list(&ann)).await.expect("within burst");
     // Each refusal pauses reading from the connection, so the next call
@@ -361,7 +391,7 @@ async fn a_connection_retrying_at_once_is_read_only_after_a_pause() {
 
     // With pauses off, the same refusals come back at once.
     let (_gateway, channel, _) =
-        gateway_with_backend(&ws, &settings(0), CountingBackend::default()).await;
+        gateway_with_backend(&ws, settings(0), CountingBackend::default()).await;
     let mut client = ToDoClient::new(channel);
     client.list_to_do(list(&ann)).await.expect("within burst");
     let took = five_refusals(&mut client, &ann).await;
@@ -371,17 +401,11 @@ async fn a_connection_retrying_at_once_is_read_only_after_a_pause() {
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_refusals_reach_clients_through_the_gateway() {
     let ws = Workspace::new();
-    let (gateway, todo) = (free_addr(), free_addr());
-    let db = format!("sqlite://{}", ws.path().join("todo.db").display());
-    let todo_config = ws.todo_config(todo, &db, "[quota]\nmax_entries = 2\n");
-    let _todo = Proc::service("todo", &todo_config);
-    let gateway_config = ws.gateway_config(gateway, free_addr(), todo, "");
-    let _gateway = Proc::service("gateway", &gateway_config);
-    wait_for_port(todo, Duration::from_secs(30));
-    wait_for_port(gateway, Duration::from_secs(30));
-    let channel = todoapp_e2e::client::connect(&ws.gateway_target(gateway))
-        .await
-        .expect("connect");
+    let mut todo = todo_config(&ws, &sqlite_url(&ws, "todo"));
+    todo.quota.max_entries = 2;
+    let todo = Running::start::<TodoService>(todo).await;
+    let (gateway, channel, _) =
+        gateway_for_todo(&ws, todo.addr, FairShareSettings::default()).await;
     let mut client = ToDoClient::new(channel);
     let token = sign_token(&ws, ANN);
     let create = || {
@@ -412,6 +436,8 @@ async fn quota_refusals_reach_clients_through_the_gateway() {
         .expect("list")
         .into_inner();
     assert_eq!(listed.items.len(), 2, "the refused create stored something");
+    gateway.stop().await;
+    todo.stop().await;
 }
 
 #[test]

@@ -325,7 +325,11 @@ async fn metrics_traces_and_logs_follow_every_call() {
     for scrape in [&user, &todo] {
         assert!(scrape.sum("todoapp_db_pool_connections", &[]) >= 1.0);
         assert!(scrape.has("todoapp_db_pool_idle_connections"));
+        // Every store call took a pool connection; sqlx's own timing of
+        // each acquire feeds the wait histogram.
+        assert!(scrape.sum("todoapp_db_pool_acquire_wait_seconds_count", &[]) >= 3.0);
     }
+    assert!(!gateway.has("todoapp_db_pool_acquire_wait_seconds_count"));
     for (scrape, service) in [(&gateway, "gateway"), (&user, "user"), (&todo, "todo")] {
         assert_eq!(
             scrape.sum("todoapp_build_info", &[("service", service)]),

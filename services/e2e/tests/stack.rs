@@ -389,8 +389,9 @@ fn replicas_over_sqlite_are_refused_with_a_clear_message() {
     );
 }
 
-/// Two instances of every service over a private 3-node Galera cluster:
-/// the e2e suite passes through the second gateway, a write through one
+/// Two instances of every service over a private 3-node Galera cluster,
+/// every gateway balancing over all of them: the e2e suite passes through
+/// the second gateway and reaches both instances of each backend, a write through one
 /// gateway is read through the other, and with one gateway killed
 /// (SIGKILL) the other goes on serving without a failed call.
 #[tokio::test(flavor = "multi_thread")]
@@ -411,6 +412,24 @@ async fn galera_stack_with_two_replicas_serves_through_each_gateway_and_survives
     // 1); an entry written through the first gateway (node 0) is read
     // through the second.
     run_e2e(&targets[1]);
+    // Every gateway balances over every instance: both user instances
+    // answered logins (and the suite's throttling scenario still held, its
+    // counters being in the database), both todo instances creates.
+    for instance in stack.stack.info()["metrics_instances"]
+        .as_array()
+        .expect("metrics_instances")
+    {
+        for (service, method) in [("user", "Login"), ("todo", "CreateToDo")] {
+            let addr = instance[service].as_str().expect("metrics address");
+            let (_, metrics) = support::http_get(addr.parse().expect("address"), "/metrics");
+            // Series of handled calls exist once a call ended.
+            let handled = metrics.lines().any(|line| {
+                line.starts_with("grpc_server_handled_total{")
+                    && line.contains(&format!("grpc_method=\"{method}\""))
+            });
+            assert!(handled, "{service} instance at {addr} answered no {method}");
+        }
+    }
     let user = seed(&targets[0], "across gateways").await;
     still_there(&targets[1], &user, "across gateways").await;
 

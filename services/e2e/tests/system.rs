@@ -555,10 +555,6 @@ fn ready_is_sent_only_once_the_database_is_migrated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_reports_not_serving_then_exits_after_the_drain_deadline() {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-
     let ws = Workspace::new();
     let addr = free_addr();
     let config = ws.todo_config(
@@ -569,25 +565,10 @@ async fn shutdown_reports_not_serving_then_exits_after_the_drain_deadline() {
     let mut todo = Proc::service("todo", &config);
     wait_for_port(addr, Duration::from_secs(30));
     let channel = ws.backend_channel(addr, true).await.expect("connect");
-    // A Watch stream never ends by itself: it is the in-flight call here.
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: "ToDo".into(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.message().await.expect("stream").expect("status");
-    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut watch = support::HealthWatch::serving(channel, "ToDo").await;
 
     todo.signal(libc::SIGTERM);
-    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
-        .await
-        .expect("status change in time");
-    assert_eq!(
-        next.expect("stream").expect("status").status,
-        ServingStatus::NotServing as i32
-    );
+    watch.next_is_not_serving().await;
     let started = Instant::now();
     let status = todo.wait(Duration::from_secs(10));
     assert!(status.success(), "exit {status}");

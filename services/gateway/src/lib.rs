@@ -15,8 +15,8 @@ use std::sync::Arc;
 use todoapp_api::to_do_server::ToDoServer;
 use todoapp_api::user_server::UserServer;
 use todoapp_runtime::config::ServerSettings;
-use todoapp_runtime::server::{serve, BoxError, ServeOptions};
-use todoapp_runtime::service::{FileChecks, Service};
+use todoapp_runtime::server::{BoxError, ServeOptions};
+use todoapp_runtime::service::{Application, FileChecks, Service};
 use todoapp_runtime::ConfigError;
 
 pub use crate::config::GatewayConfig;
@@ -42,7 +42,7 @@ impl Service for GatewayService {
         Err("the gateway has no database".into())
     }
 
-    async fn serve(config: GatewayConfig) -> Result<(), BoxError> {
+    async fn build(config: GatewayConfig) -> Result<Application, BoxError> {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let verifier = Arc::new(TokenVerifier::load(&config.jwt)?);
         let user_channel = upstream::Balanced::start(
@@ -104,6 +104,6 @@ impl Service for GatewayService {
             probe: Some(todoapp_runtime::readiness::runtime_responsive()),
             descriptor_sets: vec![todoapp_api::FILE_DESCRIPTOR_SET],
         };
-        serve(options, routes).await
+        Application::bind(options, routes, async {}).await
     }
 }

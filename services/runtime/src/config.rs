@@ -536,7 +536,8 @@ impl ServerSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         if let Some(metrics) = self.metrics.listen_addr()? {
-            if Some(metrics) == self.listen_addr().ok() {
+            // Port 0 asks for any free port: two of those never collide.
+            if metrics.port() != 0 && Some(metrics) == self.listen_addr().ok() {
                 return Err(ConfigError::invalid(
                     "metrics.listen",
                     "must differ from `listen`",
@@ -867,6 +868,11 @@ mod tests {
         bad.metrics.listen = "127.0.0.1:1".into();
         let err = bad.validate().expect_err("same as listen").to_string();
         assert!(err.contains("`metrics.listen`"), "{err}");
+        let mut any_ports = ServerSettings::with_listen("127.0.0.1:0");
+        any_ports.metrics.listen = "127.0.0.1:0".into();
+        any_ports
+            .validate()
+            .expect("two port-0 listeners are distinct");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! A service describes itself with [`service::Service`]; [`service::main`]
 //! then owns the command line, configuration, telemetry, the Tokio runtime
-//! and exit codes, and [`server::serve`] owns listening (bound or
+//! and exit codes, builds the service into a [`service::Application`] and
+//! runs it until SIGTERM; [`server::bind`] and
+//! [`server::BoundServer::run_until`] own listening (bound or
 //! socket-activated), TLS, readiness, health and graceful shutdown.
 
 pub mod config;

@@ -1,7 +1,14 @@
 //! Serving a service's gRPC routes: listener, TLS with a handshake timeout,
 //! connection and call bounds, readiness, health, graceful shutdown with a
 //! drain deadline.
+//!
+//! Two steps, so that tests can run a service inside their own process on
+//! port 0: [`bind`] takes the listeners and reports ready, and
+//! [`BoundServer::run_until`] serves until a shutdown future resolves (the
+//! binaries' is SIGTERM/SIGINT: [`crate::service::main`]).
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +28,10 @@ use crate::limits::CallLimitLayer;
 use crate::listener::{self, Origin};
 use crate::metrics::MethodDescription;
 use crate::readiness::{self, Probe};
-use crate::shutdown;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Everything [`serve`] needs besides the routes.
+/// Everything [`bind`] needs besides the routes.
 pub struct ServeOptions {
     /// Service name: the socket name in `LISTEN_FDNAMES`, and log context.
     pub name: &'static str,
@@ -42,9 +48,12 @@ pub struct ServeOptions {
     pub descriptor_sets: Vec<&'static [u8]>,
 }
 
-/// Serves `routes` until SIGTERM/SIGINT, then drains in-flight calls for at
-/// most `shutdown_timeout_secs`. READY=1 is sent once the listener is live.
-pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError> {
+/// Takes the listener (passed by systemd, or bound to `listen`, port 0
+/// included) and the metrics listener, starts the watchdog and tells the
+/// service manager the service is ready. Calls are served once
+/// [`BoundServer::run_until`] runs; until then connections wait in the
+/// listen backlog.
+pub async fn bind(options: ServeOptions, routes: Routes) -> Result<BoundServer, BoxError> {
     let addr = options.settings.listen_addr()?;
     let (listener, origin) = listener::acquire(options.name, addr)
         .await
@@ -53,56 +62,17 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
     if options.settings.metrics.listen_addr()?.is_some() {
         crate::metrics::count_calls();
     }
-    let acceptor = TlsAcceptor::from(options.tls.clone());
     let limits = &options.settings.limits;
     let tracker =
         ConnectionTracker::new(limits.max_connections_per_address, limits.max_connections);
-    let incoming = tls_incoming(
-        listener,
-        acceptor,
-        options.settings.handshake_timeout(),
-        limits,
-        tracker.clone(),
-    );
 
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .initial_stream_window_size(limits.stream_window_bytes)
-        .initial_connection_window_size(limits.connection_window_bytes)
-        .http2_max_header_list_size(limits.hard_header_list_bytes())
-        .http2_keepalive_interval(Some(Duration::from_secs(limits.keepalive_interval_secs)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(limits.keepalive_timeout_secs)))
-        .layer(GrpcEdgeLayer::new(options.name, &served_methods(&options)))
-        .layer(CallLimitLayer::new(limits))
-        .add_routes(routes);
-
-    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let health = options.health.clone();
-    let health_services = options.health_services.clone();
-    let name = options.name;
-    let signal = async move {
-        shutdown::signal_received().await;
-        readiness::stopping();
-        for service in health_services {
-            health
-                .set_service_status(service, ServingStatus::NotServing)
-                .await;
-        }
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        tracing::info!(
-            service = name,
-            "no longer accepting; draining in-flight calls"
-        );
-        let _ = draining_tx.send(());
-    };
-
-    let metrics = match options.settings.metrics.listen_addr()? {
+    let mut background = Background::default();
+    let metrics_local = match options.settings.metrics.listen_addr()? {
         Some(addr) => {
-            let (local, task) = crate::metrics::spawn_listener(options.name, addr)
+            let (metrics_local, task) = crate::metrics::spawn_listener(options.name, addr)
                 .await
                 .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+            background.0.push(task);
             crate::metrics::sampled_gauge(
                 "todoapp_connections_open",
                 "Client connections open now",
@@ -111,45 +81,143 @@ pub async fn serve(options: ServeOptions, routes: Routes) -> Result<(), BoxError
                     move || tracker.open() as i64
                 },
             );
-            tracing::info!(service = options.name, %local, "serving metrics");
-            Some(task)
+            tracing::info!(service = options.name, local = %metrics_local, "serving metrics");
+            Some(metrics_local)
         }
         None => None,
     };
-    let watchdog = options.probe.clone().and_then(readiness::spawn_watchdog);
-    let trimmer = crate::memory::spawn_trimmer(Duration::from_secs(5));
+    background
+        .0
+        .extend(options.probe.clone().and_then(readiness::spawn_watchdog));
+    background
+        .0
+        .push(crate::memory::spawn_trimmer(Duration::from_secs(5)));
     let how = match origin {
         Origin::SocketActivated => "socket-activated",
         Origin::Bound => "bound",
     };
     tracing::info!(service = options.name, %local, how, "serving");
     readiness::ready(&format!("serving on {local} ({how})"));
+    Ok(BoundServer {
+        options,
+        routes,
+        listener,
+        local,
+        metrics_local,
+        tracker,
+        _background: background,
+    })
+}
 
-    let serving = server.serve_with_incoming_shutdown(incoming, signal);
-    tokio::pin!(serving);
-    let drain_deadline = options.settings.shutdown_timeout();
-    let result = tokio::select! {
-        result = &mut serving => result.map_err(BoxError::from),
-        _ = async {
-            if draining_rx.await.is_ok() {
-                tokio::time::sleep(drain_deadline).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!(service = options.name, "drain deadline passed; abandoning remaining calls");
-            Ok(())
+/// A service whose listeners are taken and which has reported ready: what
+/// [`bind`] returns. Dropping it without running stops its background tasks.
+pub struct BoundServer {
+    options: ServeOptions,
+    routes: Routes,
+    listener: TcpListener,
+    local: SocketAddr,
+    metrics_local: Option<SocketAddr>,
+    tracker: Arc<ConnectionTracker>,
+    _background: Background,
+}
+
+/// Tasks that live as long as the server: the metrics listener, the
+/// watchdog and the memory trimmer. Aborted on drop.
+#[derive(Default)]
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
-    };
-    if let Some(watchdog) = watchdog {
-        watchdog.abort();
     }
-    trimmer.abort();
-    if let Some(metrics) = metrics {
-        metrics.abort();
+}
+
+impl BoundServer {
+    /// The address calls are served on (the bound port when `listen` asked
+    /// for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
-    tracing::info!(service = options.name, "stopped");
-    result
+
+    /// The metrics listener's address, when metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_local
+    }
+
+    /// Serves until `shutdown` resolves; then reports NOT_SERVING (gRPC
+    /// health and the service manager), stops accepting, and drains
+    /// in-flight calls for at most `shutdown_timeout_secs`.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
+        let Self {
+            options,
+            routes,
+            listener,
+            tracker,
+            _background,
+            ..
+        } = self;
+        let limits = &options.settings.limits;
+        let incoming = tls_incoming(
+            listener,
+            TlsAcceptor::from(options.tls.clone()),
+            options.settings.handshake_timeout(),
+            limits,
+            tracker,
+        );
+        let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .initial_stream_window_size(limits.stream_window_bytes)
+            .initial_connection_window_size(limits.connection_window_bytes)
+            .http2_max_header_list_size(limits.hard_header_list_bytes())
+            .http2_keepalive_interval(Some(Duration::from_secs(limits.keepalive_interval_secs)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(limits.keepalive_timeout_secs)))
+            .layer(GrpcEdgeLayer::new(options.name, &served_methods(&options)))
+            .layer(CallLimitLayer::new(limits))
+            .add_routes(routes);
+
+        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let health = options.health.clone();
+        let health_services = options.health_services.clone();
+        let name = options.name;
+        let stopping = async move {
+            shutdown.await;
+            readiness::stopping();
+            for service in health_services {
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            tracing::info!(
+                service = name,
+                "no longer accepting; draining in-flight calls"
+            );
+            let _ = draining_tx.send(());
+        };
+
+        let serving = server.serve_with_incoming_shutdown(incoming, stopping);
+        tokio::pin!(serving);
+        let drain_deadline = options.settings.shutdown_timeout();
+        let result = tokio::select! {
+            result = &mut serving => result.map_err(BoxError::from),
+            _ = async {
+                if draining_rx.await.is_ok() {
+                    tokio::time::sleep(drain_deadline).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(service = name, "drain deadline passed; abandoning remaining calls");
+                Ok(())
+            }
+        };
+        tracing::info!(service = name, "stopped");
+        result
+    }
 }
 
 fn served_methods(options: &ServeOptions) -> Vec<MethodDescription> {

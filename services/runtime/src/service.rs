@@ -1,16 +1,23 @@
 //! The shared `main` of every service binary: command line, configuration,
 //! telemetry, runtime and exit codes. Each binary's `main` is one call.
+//!
+//! A service is built into an [`Application`] (listeners taken, ready) and
+//! then run until a shutdown future resolves: the binary's is SIGTERM or
+//! SIGINT, an in-process test's is its own.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tonic::service::Routes;
 
 use crate::config::{ConfigError, ServerSettings};
-use crate::server::BoxError;
+use crate::server::{BoundServer, BoxError, ServeOptions};
 
 /// Whether validation may open the key, certificate and credential files.
 /// Build-time checks (e.g. in a Nix derivation) have the settings but not the
@@ -32,7 +39,55 @@ pub trait Service {
     fn server_settings(config: &Self::Config) -> &ServerSettings;
     fn validate(config: &Self::Config, files: FileChecks) -> Result<(), ConfigError>;
     fn migrate(config: Self::Config) -> impl Future<Output = Result<(), BoxError>> + Send;
-    fn serve(config: Self::Config) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Opens what the service needs (keys, databases, upstreams) and takes
+    /// its listeners; the result serves once run.
+    fn build(config: Self::Config) -> impl Future<Output = Result<Application, BoxError>> + Send;
+}
+
+/// A built service: its listeners are taken and it has reported ready.
+/// [`Application::run_until`] serves calls until shutdown, drains them,
+/// then releases what the service holds (database pools and their tasks).
+pub struct Application {
+    server: BoundServer,
+    release: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Application {
+    /// Takes the listeners and reports ready (see [`crate::server::bind`]).
+    /// `release` runs once the server has stopped, or at once if it cannot
+    /// bind: e.g. closing the service's database pool.
+    pub async fn bind(
+        options: ServeOptions,
+        routes: Routes,
+        release: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Self, BoxError> {
+        match crate::server::bind(options, routes).await {
+            Ok(server) => Ok(Self {
+                server,
+                release: Box::pin(release),
+            }),
+            Err(e) => {
+                release.await;
+                Err(e)
+            }
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight calls for at
+    /// most `shutdown_timeout_secs` and releases the service's resources.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
+        let served = self.server.run_until(shutdown).await;
+        self.release.await;
+        served
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -118,7 +173,12 @@ pub fn main<S: Service>() -> ExitCode {
     let no_database = format!("{program} has no database to migrate");
     let outcome = runtime.block_on(async move {
         match cli.mode.unwrap_or(Mode::Serve) {
-            Mode::Serve => S::serve(config).await,
+            Mode::Serve => {
+                S::build(config)
+                    .await?
+                    .run_until(crate::shutdown::signal_received())
+                    .await
+            }
             Mode::Migrate if S::HAS_DATABASE => S::migrate(config).await,
             Mode::Migrate => Err(no_database.into()),
         }

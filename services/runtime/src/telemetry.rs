@@ -4,18 +4,32 @@
 //! and trace id.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use tracing_subscriber::layer::SubscriberExt;
+use prometheus_client::metrics::histogram::Histogram;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{filter_fn, FilterFn};
+use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
+/// sqlx's target for its per-acquire events; `todoapp-db` turns them on at
+/// TRACE so that [`PoolAcquireWait`] can measure the pool's wait.
+const POOL_ACQUIRE_TARGET: &str = "sqlx::pool::acquire";
+
 /// `RUST_LOG` wins over the configured `level`; a bad filter falls back to `info`.
 pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Let sqlx's per-acquire events through to the metric whatever the log
+    // level; the outputs below drop them again.
+    if let Ok(directive) = format!("{POOL_ACQUIRE_TARGET}=trace").parse() {
+        filter = filter.add_directive(directive);
+    }
     let under_journal = stderr_is_journal();
     let journal = if under_journal {
         // Fields become journal fields, uppercased: SERVICE, TRACE_ID (from
@@ -25,6 +39,7 @@ pub fn init(level: &str, format: LogFormat) {
             layer
                 .with_syslog_identifier(program_name())
                 .with_field_prefix(None)
+                .with_filter(not_acquire_timings())
         })
     } else {
         None
@@ -55,9 +70,60 @@ pub fn init(level: &str, format: LogFormat) {
     };
     let _ = tracing_subscriber::registry()
         .with(filter)
+        .with(PoolAcquireWait::default())
         .with(journal)
-        .with(stderr)
+        .with(stderr.map(|layer| layer.with_filter(not_acquire_timings())))
         .try_init();
+}
+
+/// Drops sqlx's routine acquire timings from the log outputs; its warning
+/// about a slow acquire still gets through.
+fn not_acquire_timings() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(|meta| !(meta.target() == POOL_ACQUIRE_TARGET && *meta.level() == Level::TRACE))
+}
+
+/// The histogram of how long database calls waited for a pool connection,
+/// registered by each service that has a pool (so the gateway shows none).
+pub fn register_pool_acquire_wait() -> Histogram {
+    crate::metrics::seconds_histogram(
+        "todoapp_db_pool_acquire_wait_seconds",
+        "Time a database call waited to get a connection from the pool",
+    )
+}
+
+/// Records sqlx's per-acquire event (the time `Pool::acquire` took, which
+/// sqlx exposes no other way) into `todoapp_db_pool_acquire_wait_seconds`.
+#[derive(Default)]
+struct PoolAcquireWait {
+    histogram: OnceLock<Histogram>,
+}
+
+impl<S: Subscriber> Layer<S> for PoolAcquireWait {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if event.metadata().target() != POOL_ACQUIRE_TARGET {
+            return;
+        }
+        let mut waited = AcquiredAfter(None);
+        event.record(&mut waited);
+        if let Some(seconds) = waited.0 {
+            self.histogram
+                .get_or_init(register_pool_acquire_wait)
+                .observe(seconds);
+        }
+    }
+}
+
+struct AcquiredAfter(Option<f64>);
+
+impl Visit for AcquiredAfter {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // sqlx 0.8 spells the field so.
+        if field.name() == "aquired_after_secs" {
+            self.0 = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
 }
 
 /// Whether stderr is the journal's stream: `JOURNAL_STREAM` names its
@@ -100,6 +166,62 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use super::*;
+
+    fn acquire_wait_count() -> f64 {
+        crate::metrics::encode()
+            .lines()
+            .find_map(|line| line.strip_prefix("todoapp_db_pool_acquire_wait_seconds_count "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn sqlx_acquire_events_feed_the_wait_histogram_only() {
+        let subscriber = tracing_subscriber::registry().with(PoolAcquireWait::default());
+        let before = acquire_wait_count();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::event!(target: "sqlx::pool::acquire", Level::TRACE, aquired_after_secs = 0.25, "acquired connection");
+            tracing::event!(target: "sqlx::pool::acquire", Level::WARN, aquired_after_secs = 2.5, slow_acquire_threshold_secs = 2.0, "slow");
+            tracing::event!(target: "sqlx::query", Level::TRACE, elapsed_secs = 1.0, "query");
+        });
+        assert_eq!(acquire_wait_count() - before, 2.0);
+        assert!(crate::metrics::encode().contains("todoapp_db_pool_acquire_wait_seconds_bucket"));
+    }
+
+    #[test]
+    fn the_log_outputs_drop_routine_acquire_timings_only() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let output = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_filter(not_acquire_timings());
+        let subscriber = tracing_subscriber::registry().with(output);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::event!(target: "sqlx::pool::acquire", Level::TRACE, aquired_after_secs = 0.25, "routine acquire");
+            tracing::event!(target: "sqlx::pool::acquire", Level::WARN, aquired_after_secs = 2.5, "slow acquire");
+            tracing::event!(target: "todoapp", Level::TRACE, "other trace line");
+        });
+        let text = String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_owned();
+        assert!(!text.contains("routine acquire"), "{text}");
+        assert!(text.contains("slow acquire"), "{text}");
+        assert!(text.contains("other trace line"), "{text}");
+    }
 
     #[test]
     fn the_journal_is_detected_only_when_stderr_is_its_stream() {

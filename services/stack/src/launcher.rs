@@ -437,21 +437,17 @@ impl MetricsAddrs {
     }
 }
 
-/// Whether every gateway balances over all backend instances (a TOML array
-/// of endpoints). Off: gateway i forwards to instance i only. With it on,
-/// the e2e suite fails over Galera: one user's concurrent creates through
-/// several nodes contend on the user's quota row past the retries, and
-/// login throttling counts per user-service instance.
-const GATEWAY_TAKES_ENDPOINT_LISTS: bool = false;
-
-/// The `upstream.user` and `upstream.todo` values of gateway `i`.
+/// The `upstream.user` and `upstream.todo` values of gateway `i`: with
+/// several instances, every gateway balances over all of them (a TOML array
+/// of endpoints). Nothing ties a call to one instance: quotas and login
+/// throttling are kept in the databases.
 fn upstreams(
     i: usize,
     user_addrs: &[SocketAddr],
     todo_addrs: &[SocketAddr],
 ) -> (toml::Value, toml::Value) {
     let url = |addr: &SocketAddr| toml::Value::String(format!("https://{addr}"));
-    if GATEWAY_TAKES_ENDPOINT_LISTS && user_addrs.len() > 1 {
+    if user_addrs.len() > 1 {
         (
             toml::Value::Array(user_addrs.iter().map(url).collect()),
             toml::Value::Array(todo_addrs.iter().map(url).collect()),

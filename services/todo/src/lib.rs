@@ -12,8 +12,8 @@ pub mod store;
 
 use todoapp_api::to_do_server::ToDoServer;
 use todoapp_runtime::config::ServerSettings;
-use todoapp_runtime::server::{serve, BoxError, ServeOptions};
-use todoapp_runtime::service::{FileChecks, Service};
+use todoapp_runtime::server::{BoxError, ServeOptions};
+use todoapp_runtime::service::{Application, FileChecks, Service};
 use todoapp_runtime::ConfigError;
 
 pub use crate::api::TodoApi;
@@ -49,7 +49,7 @@ impl Service for TodoService {
         Ok(())
     }
 
-    async fn serve(config: TodoConfig) -> Result<(), BoxError> {
+    async fn build(config: TodoConfig) -> Result<Application, BoxError> {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let (pool, store) = open_store(&config).await?;
         pool.register_metrics();
@@ -72,9 +72,10 @@ impl Service for TodoService {
             probe: Some(pool.probe()),
             descriptor_sets: vec![todoapp_api::FILE_DESCRIPTOR_SET],
         };
-        let served = serve(options, routes).await;
-        expiry.abort();
-        pool.close().await;
-        served
+        let release = async move {
+            expiry.abort();
+            pool.close().await;
+        };
+        Application::bind(options, routes, release).await
     }
 }

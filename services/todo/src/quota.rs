@@ -1,7 +1,8 @@
 //! Per-user quotas: how many entries a user may keep and how many bytes of
-//! title and text. Usage is kept per user in `todo_usage`, changed in the
-//! same transaction as the entries, with the user's usage row locked first
-//! so concurrent writes cannot both pass the limit.
+//! title and text. Usage is kept per user and database node in `todo_usage`
+//! (see [`UsageSql`]), changed in the same transaction as the entries, with
+//! the node's usage row locked first so concurrent writes through one node
+//! cannot both pass the limit.
 
 use serde::{Deserialize, Serialize};
 use todoapp_db::{Kind, StoreError};
@@ -83,7 +84,7 @@ impl QuotaSettings {
 /// 200 title and 2000 text characters of up to 4 bytes each.
 const MAX_ENTRY_BYTES: u64 = (200 + 2000) * 4;
 
-/// A user's current usage, as locked in the write's transaction.
+/// A user's current usage, as read in the write's transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
     pub entries: i64,
@@ -125,16 +126,35 @@ impl From<sqlx::Error> for WriteError {
 }
 
 /// The usage statements, per engine.
+///
+/// Usage is kept in slots: `todo_usage` has one row per (user, slot), and a
+/// user's usage is the sum of their rows. A write locks and changes only the
+/// slot of the database node it runs on (on MariaDB the node's
+/// `auto_increment_offset`, which Galera makes distinct per node; SQLite has
+/// one writer and one slot). So one user's writes through the same node
+/// queue on one row and the quota is exact there, while writes through
+/// different Galera nodes share no row and cannot fail certification against
+/// each other. The price on Galera: a write reads the other nodes' slots
+/// without locking them, so a create through each other node that is in
+/// flight at that moment is not seen, and a user can end up to (nodes - 1)
+/// entries (and as many entries' bytes) over a quota; see README "Scaling
+/// out".
 #[derive(Debug, Clone, Copy)]
 pub struct UsageSql {
-    /// Reads the user's usage, locking the row until the transaction ends
-    /// (SQLite: the service's write lock is held already).
-    pub lock: &'static str,
-    /// Creates the user's usage row if missing. Run on its own, outside the
-    /// write's transaction: on MariaDB a locking read of a missing row locks
-    /// the gap, and concurrent first writers inserting into it would deadlock.
+    /// Locks this node's slot of the user until the transaction ends and
+    /// returns its number (SQLite: the service's write lock is held already).
+    pub lock_slot: &'static str,
+    /// The user's usage over all slots. Run after `lock_slot`: its snapshot
+    /// then includes every earlier write through this node.
+    pub total: &'static str,
+    /// Creates this node's slot of the user if missing. Run on its own,
+    /// outside the write's transaction: on MariaDB a locking read of a
+    /// missing row locks the gap, and concurrent first writers inserting into
+    /// it would deadlock.
     pub ensure: &'static str,
-    /// Adds (entries, bytes) to the user's usage.
+    /// Adds (entries, bytes) to the user's slot (bound last, as returned by
+    /// `lock_slot`: the node's offset may change under a running transaction
+    /// when the cluster's membership changes).
     pub add: &'static str,
     /// Bytes stored for one of the user's entries, locking it (MariaDB).
     pub entry_bytes: &'static str,
@@ -144,14 +164,18 @@ impl UsageSql {
     pub fn for_kind(kind: Kind) -> Self {
         match kind {
             Kind::Sqlite => Self {
-                lock: "SELECT entries, bytes FROM todo_usage WHERE user_id = ?",
-                ensure: "INSERT OR IGNORE INTO todo_usage (user_id, entries, bytes) VALUES (?, 0, 0)",
+                lock_slot: "SELECT slot FROM todo_usage WHERE user_id = ? AND slot = 0",
+                total: "SELECT COALESCE(SUM(entries), 0), COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?",
+                ensure: "INSERT OR IGNORE INTO todo_usage (user_id, slot, entries, bytes) VALUES (?, 0, 0, 0)",
                 add: ADD,
                 entry_bytes: "SELECT LENGTH(CAST(title AS BLOB)) + LENGTH(CAST(text AS BLOB)) FROM todos WHERE id = ? AND user_id = ?",
             },
             Kind::MySql => Self {
-                lock: "SELECT entries, bytes FROM todo_usage WHERE user_id = ? FOR UPDATE",
-                ensure: "INSERT IGNORE INTO todo_usage (user_id, entries, bytes) VALUES (?, 0, 0)",
+                lock_slot: "SELECT slot FROM todo_usage WHERE user_id = ? AND slot = @@auto_increment_offset FOR UPDATE",
+                // A consistent (non-locking) read: locking the other nodes'
+                // slots would have their replicated writes abort this one.
+                total: "SELECT CAST(COALESCE(SUM(entries), 0) AS SIGNED), CAST(COALESCE(SUM(bytes), 0) AS SIGNED) FROM todo_usage WHERE user_id = ?",
+                ensure: "INSERT IGNORE INTO todo_usage (user_id, slot, entries, bytes) VALUES (?, @@auto_increment_offset, 0, 0)",
                 add: ADD,
                 entry_bytes: "SELECT CAST(LENGTH(title) + LENGTH(text) AS SIGNED) FROM todos WHERE id = ? AND user_id = ? FOR UPDATE",
             },
@@ -160,7 +184,7 @@ impl UsageSql {
 }
 
 const ADD: &str =
-    "UPDATE todo_usage SET entries = entries + ?, bytes = bytes + ? WHERE user_id = ?";
+    "UPDATE todo_usage SET entries = entries + ?, bytes = bytes + ? WHERE user_id = ? AND slot = ?";
 
 #[cfg(test)]
 mod tests {

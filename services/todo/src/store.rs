@@ -167,20 +167,21 @@ impl SqlTodoStore {
 
 const COLUMNS: &str = "id, title, text, done, created_at, updated_at";
 
-/// Begins a transaction holding the user's usage row locked, creating the
-/// row first (on its own) when the user has none yet. A macro so the same
-/// code runs on either engine's pool.
-macro_rules! begin_with_usage {
+/// Begins a transaction holding this node's usage slot of the user locked,
+/// creating the slot first (on its own) when the user has none yet here;
+/// yields the transaction and the slot's number. A macro so the same code
+/// runs on either engine's pool.
+macro_rules! begin_with_slot {
     ($pool:expr, $sql:expr, $user:expr) => {
         async {
             for _ in 0..2 {
                 let mut tx = $pool.begin().await?;
-                let usage: Option<(i64, i64)> = sqlx::query_as($sql.lock)
+                let slot: Option<i32> = sqlx::query_scalar($sql.lock_slot)
                     .bind($user)
                     .fetch_optional(&mut *tx)
                     .await?;
-                match usage {
-                    Some((entries, bytes)) => return Ok((tx, Usage { entries, bytes })),
+                match slot {
+                    Some(slot) => return Ok((tx, slot)),
                     None => {
                         tx.rollback().await?;
                         sqlx::query($sql.ensure).bind($user).execute($pool).await?;
@@ -188,17 +189,31 @@ macro_rules! begin_with_usage {
                 }
             }
             Err(sqlx::Error::Protocol(
-                "todo_usage row missing right after creating it".into(),
+                "todo_usage slot missing right after creating it".into(),
             ))
         }
     };
 }
 
-/// Inside a transaction holding the user's usage row (`begin_with_usage!`):
-/// stores the entry and counts it, returning its id. A macro for the same
-/// reason: the transaction's type depends on the engine.
+/// The user's usage over all slots, read inside the write's transaction
+/// after its slot is locked.
+macro_rules! usage_total {
+    ($tx:expr, $sql:expr, $user:expr) => {
+        async {
+            let (entries, bytes): (i64, i64) = sqlx::query_as($sql.total)
+                .bind($user)
+                .fetch_one(&mut *$tx)
+                .await?;
+            Ok::<Usage, sqlx::Error>(Usage { entries, bytes })
+        }
+    };
+}
+
+/// Inside a transaction holding the user's usage slot (`begin_with_slot!`):
+/// stores the entry and counts it in the slot, returning its id. A macro for
+/// the same reason: the transaction's type depends on the engine.
 macro_rules! insert_counted {
-    ($tx:expr, $sql:expr, $user:expr, $content:expr, $created:expr, $bytes:expr) => {
+    ($tx:expr, $sql:expr, $user:expr, $slot:expr, $content:expr, $created:expr, $bytes:expr) => {
         async {
             // RETURNING works on SQLite ≥ 3.35 and MariaDB ≥ 10.5.
             let id: i32 = sqlx::query_scalar(
@@ -215,6 +230,7 @@ macro_rules! insert_counted {
                 .bind(1_i64)
                 .bind($bytes)
                 .bind($user)
+                .bind($slot)
                 .execute(&mut *$tx)
                 .await?;
             Ok::<i32, sqlx::Error>(id)
@@ -232,9 +248,11 @@ impl TodoStore for SqlTodoStore {
         // Each attempt is the whole transaction (see retry_contended).
         let id: i32 = retry_contended(|| async move {
             Ok::<_, WriteError>(on_pool!(pool, |p| {
-                let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+                let (mut tx, slot) = begin_with_slot!(p, sql, user.as_str()).await?;
+                let usage = usage_total!(tx, sql, user.as_str()).await?;
                 quota.admits_create(usage, bytes)?;
-                let id = insert_counted!(tx, sql, user.as_str(), content, created, bytes).await?;
+                let id =
+                    insert_counted!(tx, sql, user.as_str(), slot, content, created, bytes).await?;
                 tx.commit().await?;
                 id
             }))
@@ -265,17 +283,19 @@ impl TodoStore for SqlTodoStore {
             }
         };
         let fresh = |earlier: &(i32, Vec<u8>, i64)| earlier.2 >= now - REQUEST_ID_RETENTION_MICROS;
-        // One transaction, holding the user's usage row: the entry, its
+        // One transaction, holding the user's usage slot: the entry, its
         // request id and the usage change are stored together or not at
         // all. A repeat is answered before the quota is consulted, so the
         // retry of a create that filled the quota still gets its id. Two
-        // concurrent first calls with one key queue on the usage row; should
-        // both still insert, the second one's key violates the primary key,
-        // its transaction rolls back and it answers with the first one's id.
+        // concurrent first calls with one key through one node queue on the
+        // slot; should both still insert (or, through two Galera nodes, lose
+        // certification on the key and be retried), the second one's key
+        // violates the primary key, its transaction rolls back and it
+        // answers with the first one's id.
         let (pool, fingerprint, judge, fresh) = (&self.pool, &fingerprint, &judge, &fresh);
         let attempt = retry_contended(|| async move {
             on_pool!(pool, |p| async {
-                let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+                let (mut tx, slot) = begin_with_slot!(p, sql, user.as_str()).await?;
                 let earlier: Option<(i32, Vec<u8>, i64)> = sqlx::query_as(EARLIER)
                     .bind(user.as_str())
                     .bind(request.as_str())
@@ -284,8 +304,9 @@ impl TodoStore for SqlTodoStore {
                 if let Some(earlier) = earlier.as_ref().filter(|e| fresh(e)) {
                     return Ok::<_, WriteError>(judge(earlier.clone()));
                 }
+                let usage = usage_total!(tx, sql, user.as_str()).await?;
                 quota.admits_create(usage, bytes)?;
-                let id = insert_counted!(tx, sql, user.as_str(), content, now, bytes).await?;
+                let id = insert_counted!(tx, sql, user.as_str(), slot, content, now, bytes).await?;
                 // An expired key not yet cleaned up is reused in place.
                 let remember = if earlier.is_some() {
                     REPLACE_EXPIRED
@@ -347,7 +368,7 @@ impl TodoStore for SqlTodoStore {
         let pool = &self.pool;
         retry_contended(|| async move {
             on_pool!(pool, |p| {
-                let (mut tx, usage) = begin_with_usage!(p, sql, user.as_str()).await?;
+                let (mut tx, slot) = begin_with_slot!(p, sql, user.as_str()).await?;
                 let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
                     .bind(id.0)
                     .bind(user.as_str())
@@ -356,6 +377,7 @@ impl TodoStore for SqlTodoStore {
                 let Some(old) = old else {
                     return Ok(false);
                 };
+                let usage = usage_total!(tx, sql, user.as_str()).await?;
                 quota.admits_update(usage, old, bytes)?;
                 sqlx::query(SQL)
                     .bind(&content.title)
@@ -370,6 +392,7 @@ impl TodoStore for SqlTodoStore {
                     .bind(0_i64)
                     .bind(bytes - old)
                     .bind(user.as_str())
+                    .bind(slot)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -386,7 +409,7 @@ impl TodoStore for SqlTodoStore {
         let pool = &self.pool;
         retry_contended(|| async move {
             on_pool!(pool, |p| {
-                let (mut tx, _) = begin_with_usage!(p, sql, user.as_str()).await?;
+                let (mut tx, slot) = begin_with_slot!(p, sql, user.as_str()).await?;
                 let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
                     .bind(id.0)
                     .bind(user.as_str())
@@ -404,6 +427,7 @@ impl TodoStore for SqlTodoStore {
                     .bind(-1_i64)
                     .bind(-old)
                     .bind(user.as_str())
+                    .bind(slot)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

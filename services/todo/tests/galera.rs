@@ -13,6 +13,7 @@ use todoapp_db::{connect, DatabaseSettings, Pool};
 use todoapp_devkit::galera::{GaleraCluster, NODES};
 use todoapp_runtime::Secret;
 use todoapp_todo::domain::{Content, Page, TodoId, UserId};
+use todoapp_todo::quota::{QuotaExceeded, QuotaSettings, WriteError};
 use todoapp_todo::store::{SqlTodoStore, TodoStore};
 
 struct Shared {
@@ -71,6 +72,12 @@ fn database(cluster: &GaleraCluster, runtime: &tokio::runtime::Runtime, name: &s
         .expect("create database")
 }
 
+/// How many MariaDB migrations the todo service has.
+fn migrations() -> usize {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/mysql");
+    std::fs::read_dir(dir).expect("migrations").count()
+}
+
 async fn store_on(url: &str) -> (Pool, SqlTodoStore) {
     let pool = connect(&settings(url)).await.expect("connect");
     (pool.clone(), SqlTodoStore::new(pool))
@@ -113,7 +120,11 @@ fn instances_migrating_at_once_through_different_nodes_all_succeed() {
                     .fetch_all(&mut conn)
                     .await
                     .expect("migrations table");
-            assert_eq!(applied.len(), 3, "each migration recorded once on {url}");
+            assert_eq!(
+                applied.len(),
+                migrations(),
+                "each migration recorded once on {url}"
+            );
             assert!(
                 applied.iter().all(|(_, ok)| *ok),
                 "all complete: {applied:?}"
@@ -389,4 +400,168 @@ struct Client {
     acked_after_kill: usize,
     failures: usize,
     failed_reads: usize,
+}
+
+/// Latencies of one client's calls, and how its calls ended.
+#[derive(Debug, Default)]
+struct Creates {
+    stored: usize,
+    refused: usize,
+    failed: Vec<String>,
+    latencies: Vec<Duration>,
+}
+
+/// `clients` creates of `who` at once through every node for `load` (or, if
+/// `until_refused`, until each client's first quota refusal).
+async fn create_through_every_node(
+    stores: &[SqlTodoStore],
+    who: &UserId,
+    clients: usize,
+    load: Duration,
+    until_refused: bool,
+) -> Creates {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (node, store) in stores.iter().enumerate() {
+        for c in 0..clients {
+            let (store, who) = (store.clone(), who.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut creates = Creates::default();
+                while started.elapsed() < load {
+                    let title = format!("n{node} c{c} #{}", creates.stored);
+                    let call = Instant::now();
+                    let created = store.create(&who, &content(&title)).await;
+                    creates.latencies.push(call.elapsed());
+                    match created {
+                        Ok(_) => creates.stored += 1,
+                        Err(WriteError::Quota(QuotaExceeded::Entries { .. })) => {
+                            creates.refused += 1;
+                            if until_refused {
+                                break;
+                            }
+                        }
+                        Err(e) => creates.failed.push(format!("node{node}: {e:?}")),
+                    }
+                }
+                creates
+            }));
+        }
+    }
+    let mut all = Creates::default();
+    for task in tasks {
+        let one = task.await.expect("client");
+        all.stored += one.stored;
+        all.refused += one.refused;
+        all.failed.extend(one.failed);
+        all.latencies.extend(one.latencies);
+    }
+    all.latencies.sort();
+    all
+}
+
+/// The user's usage over all slots, and what is stored, read through a node.
+async fn usage_and_stored(url: &str, who: &UserId) -> ((i64, i64), (i64, i64), i64) {
+    let mut conn = MySqlConnection::connect(url).await.expect("node");
+    let usage: (i64, i64) = sqlx::query_as(
+        "SELECT CAST(SUM(entries) AS SIGNED), CAST(SUM(bytes) AS SIGNED) FROM todo_usage WHERE user_id = ?",
+    )
+    .bind(who.as_str())
+    .fetch_one(&mut conn)
+    .await
+    .expect("usage");
+    let stored: (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(title) + LENGTH(text)), 0) AS SIGNED) FROM todos WHERE user_id = ?",
+    )
+    .bind(who.as_str())
+    .fetch_one(&mut conn)
+    .await
+    .expect("stored");
+    let slots: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM todo_usage WHERE user_id = ?")
+        .bind(who.as_str())
+        .fetch_one(&mut conn)
+        .await
+        .expect("slots");
+    (usage, stored, slots)
+}
+
+/// One user creating through all three nodes at once: the nodes keep the
+/// user's usage in slots of their own, so no create fails certification
+/// against another (none fails at all); the entry quota still refuses past
+/// its limit, over it by at most one create in flight through each other
+/// node; and the slots sum to exactly what is stored.
+#[test]
+fn one_users_creates_through_every_node_do_not_conflict_and_keep_the_quota() {
+    const CLIENTS_PER_NODE: usize = 4;
+    const LOAD: Duration = Duration::from_secs(4);
+    const LIMIT: u64 = 60;
+    let guard = cluster();
+    let cluster = guard.as_ref().expect("cluster");
+    let runtime = runtime();
+    let urls = database(cluster, &runtime, "galera_one_user");
+    runtime.block_on(async {
+        let mut stores = Vec::new();
+        for url in &urls {
+            stores.push(store_on(url).await.1);
+        }
+        stores[0].migrate().await.expect("migrate");
+
+        // Throughput: one user, 12 clients, 4 through each node.
+        let ann = user(3);
+        let load = create_through_every_node(&stores, &ann, CLIENTS_PER_NODE, LOAD, false).await;
+        let p99 = load.latencies[load.latencies.len() * 99 / 100];
+        eprintln!(
+            "one user through {NODES} nodes, {} clients: {} creates in {LOAD:?} ({:.0}/s), p50 {:?}, p99 {p99:?}, failed {}",
+            NODES * CLIENTS_PER_NODE,
+            load.stored,
+            load.stored as f64 / LOAD.as_secs_f64(),
+            load.latencies[load.latencies.len() / 2],
+            load.failed.len(),
+        );
+        assert!(load.failed.is_empty(), "creates failed: {:?}", &load.failed[..load.failed.len().min(5)]);
+        assert!(load.stored > 0);
+
+        // The quota: everyone creates until refused.
+        let quota = QuotaSettings {
+            max_entries: LIMIT,
+            ..QuotaSettings::default()
+        };
+        let limited: Vec<SqlTodoStore> = stores.iter().map(|s| s.clone().with_quota(quota)).collect();
+        let bob = user(4);
+        let race =
+            create_through_every_node(&limited, &bob, CLIENTS_PER_NODE, Duration::from_secs(30), true)
+                .await;
+        eprintln!(
+            "quota {LIMIT}: {} stored, {} refused, failed {}",
+            race.stored,
+            race.refused,
+            race.failed.len()
+        );
+        assert!(race.failed.is_empty(), "creates failed: {:?}", &race.failed[..race.failed.len().min(5)]);
+        assert_eq!(race.refused, NODES * CLIENTS_PER_NODE, "every client was refused in the end");
+        let overshoot = race.stored as u64 - LIMIT.min(race.stored as u64);
+        assert!(
+            race.stored as u64 >= LIMIT && overshoot < NODES as u64,
+            "stored {} against a quota of {LIMIT}: at most {} over",
+            race.stored,
+            NODES - 1
+        );
+        for store in &limited {
+            assert!(matches!(
+                store.create(&bob, &content("one more")).await,
+                Err(WriteError::Quota(QuotaExceeded::Entries { .. }))
+            ));
+        }
+
+        for who in [&ann, &bob] {
+            for url in &urls {
+                let (usage, stored, slots) = usage_and_stored(url, who).await;
+                assert_eq!(usage, stored, "usage slots sum to the stored entries on {url}");
+                assert_eq!(slots, NODES as i64, "one usage slot per node");
+            }
+        }
+        assert_eq!(
+            usage_and_stored(&urls[0], &ann).await.1 .0,
+            load.stored as i64
+        );
+    });
 }

@@ -261,16 +261,16 @@ async fn mariadb_updates_may_not_grow_past_the_byte_quota() {
     updates_may_not_grow_past_the_byte_quota(mariadb_pool("todo_quota_updates").await).await;
 }
 
-/// Entries stored before the quota migration count against the quota.
-async fn migration_counts_existing_entries(pool: Pool, engine: &str) {
-    // Only the migrations before the quota one, as an older release ran them.
+/// Runs the engine's migrations except those whose file name contains
+/// `left_out`, as an older release did.
+async fn migrate_without(pool: &Pool, engine: &str, left_out: &str) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let old = tempfile::tempdir().expect("tempdir");
     let mut copied = 0;
     for file in std::fs::read_dir(manifest.join("migrations").join(engine)).expect("migrations") {
         let path = file.expect("entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).expect("name");
-        if !name.contains("quota") {
+        if !name.contains(left_out) {
             std::fs::copy(&path, old.path().join(name)).expect("copy");
             copied += 1;
         }
@@ -280,6 +280,15 @@ async fn migration_counts_existing_entries(pool: Pool, engine: &str) {
         .await
         .expect("older migrations");
     pool.migrate(&older, &older).await.expect("older schema");
+}
+
+/// Entries stored before the quota migration count against the quota, and
+/// still do after the migration that splits usage into per-node slots
+/// (`also_before_slots`: the entries' usage was counted by the release
+/// between the two).
+async fn migration_counts_existing_entries(pool: Pool, engine: &str, also_before_slots: bool) {
+    // Only the migrations before the quota one, as an older release ran them.
+    migrate_without(&pool, engine, "quota").await;
     let ann = user(5);
     let insert =
         "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, FALSE, 1)";
@@ -292,6 +301,17 @@ async fn migration_counts_existing_entries(pool: Pool, engine: &str) {
             .await
             .map(drop)
             .expect("old row"));
+    }
+    if also_before_slots {
+        migrate_without(&pool, engine, "slots").await;
+        let old_usage: (i64, i64) = todoapp_db::on_pool!(&pool, |p| sqlx::query_as(
+            "SELECT entries, bytes FROM todo_usage WHERE user_id = ?"
+        )
+        .bind(ann.as_str())
+        .fetch_one(p)
+        .await
+        .expect("usage row of the release before slots"));
+        assert_eq!(old_usage, (2, 9));
     }
 
     // 2 entries of 6 and 3 bytes exist: 8791 bytes and one entry are left.
@@ -322,10 +342,22 @@ async fn migration_counts_existing_entries(pool: Pool, engine: &str) {
 #[tokio::test]
 async fn sqlite_migration_counts_existing_entries() {
     let dir = tempfile::tempdir().expect("tempdir");
-    migration_counts_existing_entries(sqlite_pool(dir.path()).await, "sqlite").await;
+    migration_counts_existing_entries(sqlite_pool(dir.path()).await, "sqlite", false).await;
 }
 
 #[tokio::test]
 async fn mariadb_migration_counts_existing_entries() {
-    migration_counts_existing_entries(mariadb_pool("todo_quota_backfill").await, "mysql").await;
+    migration_counts_existing_entries(mariadb_pool("todo_quota_backfill").await, "mysql", false)
+        .await;
+}
+
+#[tokio::test]
+async fn sqlite_usage_moves_into_slots_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    migration_counts_existing_entries(sqlite_pool(dir.path()).await, "sqlite", true).await;
+}
+
+#[tokio::test]
+async fn mariadb_usage_moves_into_slots_intact() {
+    migration_counts_existing_entries(mariadb_pool("todo_quota_slots").await, "mysql", true).await;
 }

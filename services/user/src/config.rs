@@ -17,8 +17,8 @@ pub struct UserConfig {
     pub throttle: ThrottleSettings,
 }
 
-/// Login and registration limits (see `throttle.rs`). Each user-service
-/// instance keeps its own counters, in memory.
+/// Login and registration limits (see `throttle.rs`). The counters are kept
+/// in the user database, shared by every instance over it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleSettings {
@@ -36,7 +36,8 @@ pub struct ThrottleSettings {
     /// Registration attempts from one address per window.
     pub registrations: u32,
     pub registration_window_secs: u64,
-    /// Entries per counter table; the least recently used are forgotten.
+    /// Counters of each kind kept (checked every minute) and refusals
+    /// remembered in memory; the least recently used are forgotten.
     pub max_tracked: usize,
 }
 

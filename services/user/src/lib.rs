@@ -14,8 +14,8 @@ mod token;
 
 use todoapp_api::user_server::UserServer;
 use todoapp_runtime::config::ServerSettings;
-use todoapp_runtime::server::{serve, BoxError, ServeOptions};
-use todoapp_runtime::service::{FileChecks, Service};
+use todoapp_runtime::server::{BoxError, ServeOptions};
+use todoapp_runtime::service::{Application, FileChecks, Service};
 use todoapp_runtime::ConfigError;
 
 pub use crate::api::UserApi;
@@ -53,7 +53,7 @@ impl Service for UserService {
         Ok(())
     }
 
-    async fn serve(config: UserConfig) -> Result<(), BoxError> {
+    async fn build(config: UserConfig) -> Result<Application, BoxError> {
         let tls = todoapp_runtime::tls::server_config(&config.tls)?;
         let issuer = TokenIssuer::load(&config.jwt)?;
         let hasher = Hasher::new(&config.argon2)?;
@@ -61,13 +61,10 @@ impl Service for UserService {
         pool.register_metrics();
 
         let limit = config.server.max_message_bytes;
-        let user = UserServer::new(UserApi::new(
-            store,
-            hasher,
-            issuer,
-            throttle::Throttle::new(config.throttle.clone()),
-        ))
-        .max_decoding_message_size(limit);
+        let throttle = throttle::Throttle::new(config.throttle.clone(), pool.clone());
+        let expiry = throttle.spawn_expiry(std::time::Duration::from_secs(60));
+        let user = UserServer::new(UserApi::new(store, hasher, issuer, throttle))
+            .max_decoding_message_size(limit);
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<UserServer<UserApi<SqlUserStore>>>()
@@ -83,8 +80,10 @@ impl Service for UserService {
             probe: Some(pool.probe()),
             descriptor_sets: vec![todoapp_api::FILE_DESCRIPTOR_SET],
         };
-        let served = serve(options, routes).await;
-        pool.close().await;
-        served
+        let release = async move {
+            expiry.abort();
+            pool.close().await;
+        };
+        Application::bind(options, routes, release).await
     }
 }

@@ -2,6 +2,8 @@
 //! PKI, clients with or without the internal client certificate.
 #![allow(dead_code)]
 
+pub mod in_process;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -397,4 +399,37 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     stream.read_to_string(&mut response).expect("read");
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     (head.to_owned(), body.to_owned())
+}
+
+/// A `grpc.health.v1` Watch of one service. The stream never ends by
+/// itself, so it is also a call held in flight across a shutdown.
+pub struct HealthWatch(tonic::Streaming<tonic_health::pb::HealthCheckResponse>);
+
+impl HealthWatch {
+    /// Starts watching `service` and checks that it is SERVING.
+    pub async fn serving(channel: Channel, service: &str) -> Self {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let mut watch = tonic_health::pb::health_client::HealthClient::new(channel)
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = watch.message().await.expect("stream").expect("status");
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+        Self(watch)
+    }
+
+    /// Checks that the next status, within 5 s, is NOT_SERVING.
+    pub async fn next_is_not_serving(&mut self) {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let next = tokio::time::timeout(Duration::from_secs(5), self.0.message())
+            .await
+            .expect("status change in time");
+        assert_eq!(
+            next.expect("stream").expect("status").status,
+            ServingStatus::NotServing as i32
+        );
+    }
 }
