@@ -2,99 +2,25 @@
 //! second per scenario both ways: it runs, reports no error, and what it
 //! says it created is what the database holds. No timing is asserted.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
+use todoapp_devkit::stack::Stack;
 
-/// The stack, stopped with SIGTERM (and killed if that fails) when dropped.
-struct Stack {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Stack {
-    fn start(state: &Path) -> Self {
-        let binary =
-            todoapp_devkit::bins::current("todoapp-stack").unwrap_or_else(|e| panic!("{e}"));
-        let log = state.with_extension("stack.log");
-        let out = std::fs::File::create(&log).expect("stack log");
-        let err = out.try_clone().expect("stack log");
-        let child = Command::new(binary)
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--listen", "127.0.0.1:0", "--database", "sqlite"])
-            // Three users at full speed: far past the per-user fair share,
-            // which is not what this test measures.
-            .env("TODOAPP_GATEWAY_FAIR_SHARE__READS_PER_SEC", "1000000")
-            .env("TODOAPP_GATEWAY_FAIR_SHARE__READ_BURST", "1000000")
-            .env("TODOAPP_GATEWAY_FAIR_SHARE__WRITES_PER_SEC", "1000000")
-            .env("TODOAPP_GATEWAY_FAIR_SHARE__WRITE_BURST", "1000000")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn todoapp-stack");
-        let mut stack = Self { child, log };
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while !state.join("stack.json").exists() {
-            if let Ok(Some(status)) = stack.child.try_wait() {
-                panic!(
-                    "todoapp-stack exited early ({status}); log:\n{}",
-                    stack.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stack.json not written; log:\n{}",
-                stack.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        stack
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn terminate(&self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-    }
-
-    fn stop(mut self) {
-        self.terminate();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(
-                    status.success(),
-                    "todoapp-stack exit {status}; log:\n{}",
-                    self.log()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "todoapp-stack did not stop on SIGTERM; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.terminate();
-            std::thread::sleep(Duration::from_secs(2));
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+fn start_stack(state: &Path) -> Stack {
+    Stack::launch(state, "sqlite")
+        // Three users at full speed: far past the per-user fair share,
+        // which is not what this test measures.
+        .map(|launch| {
+            launch
+                .env("TODOAPP_GATEWAY_FAIR_SHARE__READS_PER_SEC", "1000000")
+                .env("TODOAPP_GATEWAY_FAIR_SHARE__READ_BURST", "1000000")
+                .env("TODOAPP_GATEWAY_FAIR_SHARE__WRITES_PER_SEC", "1000000")
+                .env("TODOAPP_GATEWAY_FAIR_SHARE__WRITE_BURST", "1000000")
+        })
+        .and_then(|launch| launch.start())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn bench(state: &Path, args: &[&str]) -> Value {
@@ -162,7 +88,7 @@ async fn rows_in_todo_db(state: &Path) -> u64 {
 async fn bench_runs_against_a_real_stack_and_counts_correctly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
-    let stack = Stack::start(&state);
+    let stack = start_stack(&state);
 
     let report = bench(
         &state,
@@ -249,5 +175,7 @@ async fn bench_runs_against_a_real_stack_and_counts_correctly() {
         "no login completed: {s:#}"
     );
 
-    stack.stop();
+    let log = stack.log();
+    let status = stack.stop().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "todoapp-stack exit {status}; log:\n{log}");
 }

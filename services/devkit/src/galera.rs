@@ -224,6 +224,8 @@ impl GaleraCluster {
         ServerOptions {
             extra_args,
             os_user: Some("mysql".to_owned()),
+            // Switching to that account would drop the parent-death signal.
+            die_with_parent: false,
         }
     }
 

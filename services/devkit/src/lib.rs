@@ -5,6 +5,8 @@ pub mod bins;
 pub mod galera;
 pub mod mariadb;
 pub mod pki;
+pub mod process;
+pub mod stack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -27,4 +29,14 @@ impl DevError {
         let context = context.into();
         move |source| DevError::Io { context, source }
     }
+}
+
+/// A TOML table of these entries, for the service configs the stack and
+/// the tests write: serialised with the toml crate, any path or URL in it
+/// is escaped as TOML needs.
+pub fn toml_table<const N: usize>(entries: [(&str, toml::Value); N]) -> toml::Table {
+    entries
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
 }

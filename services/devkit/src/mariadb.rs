@@ -29,6 +29,10 @@ pub struct ServerOptions {
     /// Run as this account when started as root (its files are given to
     /// it); default `root`.
     pub os_user: Option<String>,
+    /// Stop the server (SIGTERM) when the thread that starts it ends (see
+    /// [`crate::process::die_with_parent`]); lost when it runs as another
+    /// account than the one starting it.
+    pub die_with_parent: bool,
 }
 
 impl ServerOptions {
@@ -212,6 +216,9 @@ pub(crate) fn server_command(mariadbd: &Path, base: &Path, options: &ServerOptio
         .stderr(Stdio::null());
     if let Some(user) = options.os_user_if_root() {
         cmd.arg(format!("--user={user}"));
+    }
+    if options.die_with_parent {
+        crate::process::die_with_parent(&mut cmd, libc::SIGTERM);
     }
     cmd
 }

@@ -30,7 +30,7 @@ use tonic::{Code, Request};
 use crate::client::{self, authed, Target};
 use crate::scenarios::{self, Account};
 
-pub type Outcome = Result<(), String>;
+pub use crate::harness::Outcome;
 
 /// The bounds the suite expects (the services' defaults unless told).
 #[derive(Debug, Clone)]
@@ -91,44 +91,51 @@ pub struct Ctx {
     procs: Option<Procs>,
 }
 
-type BoxFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'a>>;
+type Scenario = crate::harness::Scenario<Ctx>;
 
-struct Scenario {
-    name: &'static str,
-    run: for<'a> fn(&'a Ctx) -> BoxFuture<'a>,
-    /// Why the scenario cannot run against these bounds, if it cannot.
-    skip: fn(&Bounds) -> Option<String>,
-}
-
-fn always(_: &Bounds) -> Option<String> {
-    None
-}
-
-macro_rules! scenarios {
-    ($($name:literal => $f:ident $(if $skip:ident)?),* $(,)?) => {
-        fn all() -> Vec<Scenario> {
-            vec![$(Scenario {
-                name: $name,
-                run: |ctx| Box::pin($f(ctx)),
-                skip: scenarios!(@skip $($skip)?),
-            }),*]
-        }
-    };
-    (@skip) => { always };
-    (@skip $skip:ident) => { $skip };
-}
-
-scenarios! {
-    "duplicate authorization headers are UNAUTHENTICATED" => duplicate_headers,
-    "oversized headers get RESOURCE_EXHAUSTED, not a bare HTTP 431" => oversized_headers,
-    "oversized messages are RESOURCE_EXHAUSTED" => oversized_messages,
-    "unread ListToDo streams keep memory bounded" => unread_streams,
-    "calls over the per-connection and total caps fail fast" => call_caps if caps_testable,
-    "idle connections from one address do not lock others out" => idle_connections,
-    "a connection without an HTTP/2 preface is closed within the handshake timeout" => no_preface,
-    "slow TLS handshakes are dropped and do not hold up others" => slow_tls,
-    "HTTP/2 rapid reset is cut off and serving goes on" => rapid_reset,
-    "connections with no call in flight are closed after the idle timeout" => idle_timeout if idle_testable,
+/// Every scenario, in the order they run.
+fn all() -> Vec<Scenario> {
+    vec![
+        Scenario::new(
+            "duplicate authorization headers are UNAUTHENTICATED",
+            |ctx| Box::pin(duplicate_headers(ctx)),
+        ),
+        Scenario::new(
+            "oversized headers get RESOURCE_EXHAUSTED, not a bare HTTP 431",
+            |ctx| Box::pin(oversized_headers(ctx)),
+        ),
+        Scenario::new("oversized messages are RESOURCE_EXHAUSTED", |ctx| {
+            Box::pin(oversized_messages(ctx))
+        }),
+        Scenario::new("unread ListToDo streams keep memory bounded", |ctx| {
+            Box::pin(unread_streams(ctx))
+        }),
+        Scenario::new(
+            "calls over the per-connection and total caps fail fast",
+            |ctx| Box::pin(call_caps(ctx)),
+        )
+        .skip_when(|ctx| caps_testable(&ctx.bounds)),
+        Scenario::new(
+            "idle connections from one address do not lock others out",
+            |ctx| Box::pin(idle_connections(ctx)),
+        ),
+        Scenario::new(
+            "a connection without an HTTP/2 preface is closed within the handshake timeout",
+            |ctx| Box::pin(no_preface(ctx)),
+        ),
+        Scenario::new(
+            "slow TLS handshakes are dropped and do not hold up others",
+            |ctx| Box::pin(slow_tls(ctx)),
+        ),
+        Scenario::new("HTTP/2 rapid reset is cut off and serving goes on", |ctx| {
+            Box::pin(rapid_reset(ctx))
+        }),
+        Scenario::new(
+            "connections with no call in flight are closed after the idle timeout",
+            |ctx| Box::pin(idle_timeout(ctx)),
+        )
+        .skip_when(|ctx| idle_testable(&ctx.bounds)),
+    ]
 }
 
 /// Names of every scenario, in order.
@@ -195,14 +202,10 @@ pub async fn run(options: Options) -> Result<usize, String> {
     };
     let mut tally = crate::Tally::default();
     for scenario in all() {
-        if options
-            .only
-            .as_deref()
-            .is_some_and(|f| !scenario.name.contains(f))
-        {
+        if !crate::harness::selected(scenario.name, options.only.as_deref()) {
             continue;
         }
-        if let Some(reason) = (scenario.skip)(&ctx.bounds) {
+        if let Some(reason) = scenario.skip_reason(&ctx) {
             println!("SKIP  {}\n      {reason}", scenario.name);
             continue;
         }
@@ -212,7 +215,7 @@ pub async fn run(options: Options) -> Result<usize, String> {
         // it would fail once with a transport error.
         ctx.e2e = scenarios::Ctx::new(client::connect(&ctx.target).await?);
         let start = Instant::now();
-        let outcome = (scenario.run)(&ctx).await;
+        let outcome = scenario.run(&ctx).await;
         tally.record(scenario.name, start, outcome);
     }
     Ok(tally.finish())

@@ -3,11 +3,13 @@
 
 pub mod abuse;
 pub mod client;
+pub mod harness;
 pub mod scenarios;
 
 use std::time::Instant;
 
 pub use client::Target;
+pub use harness::Tally;
 
 /// Runs every scenario (or those whose name contains `filter`), printing
 /// one line each and a final `N passed, N failed`. Returns the failures.
@@ -16,7 +18,7 @@ pub async fn run(target: &Target, filter: Option<&str>) -> Result<usize, String>
     let ctx = scenarios::Ctx::new(channel);
     let mut tally = Tally::default();
     for scenario in scenarios::all() {
-        if filter.is_some_and(|f| !scenario.name.contains(f)) {
+        if !harness::selected(scenario.name, filter) {
             continue;
         }
         let start = Instant::now();
@@ -24,34 +26,4 @@ pub async fn run(target: &Target, filter: Option<&str>) -> Result<usize, String>
         tally.record(scenario.name, start, outcome);
     }
     Ok(tally.finish())
-}
-
-/// Scenario outcomes as they come: one line each (`PASS`/`FAIL`, name,
-/// time, and why it failed), then `N passed, N failed`.
-#[derive(Debug, Default)]
-pub struct Tally {
-    passed: usize,
-    failed: usize,
-}
-
-impl Tally {
-    pub fn record(&mut self, name: &str, start: Instant, outcome: Result<(), String>) {
-        let ms = start.elapsed().as_millis();
-        match outcome {
-            Ok(()) => {
-                self.passed += 1;
-                println!("PASS  {name} ({ms} ms)");
-            }
-            Err(reason) => {
-                self.failed += 1;
-                println!("FAIL  {name} ({ms} ms)\n      {reason}");
-            }
-        }
-    }
-
-    /// Prints the totals; returns the failures.
-    pub fn finish(self) -> usize {
-        println!("{} passed, {} failed", self.passed, self.failed);
-        self.failed
-    }
 }

@@ -9,10 +9,10 @@ use todoapp_e2e::Target;
 #[command(version)]
 struct Cli {
     /// The gateway, HOST:PORT.
-    #[arg(long, required_unless_present = "state_dir")]
+    #[arg(long, required_unless_present_any = ["state_dir", "list"])]
     gateway: Option<String>,
     /// CA certificate (PEM) that signed the gateway's certificate.
-    #[arg(long, required_unless_present = "state_dir")]
+    #[arg(long, required_unless_present_any = ["state_dir", "list"])]
     ca: Option<PathBuf>,
     /// Name to verify in the gateway's certificate, when not HOST.
     #[arg(long)]
@@ -21,12 +21,23 @@ struct Cli {
     #[arg(long, conflicts_with_all = ["gateway", "ca"])]
     state_dir: Option<PathBuf>,
     /// Only scenarios whose name contains this text.
+    #[arg(long, alias = "only", value_name = "SUBSTR")]
+    filter: Option<String>,
+    /// Print the names of the scenarios (those --filter selects), one per
+    /// line, and exit without connecting anywhere.
     #[arg(long)]
-    only: Option<String>,
+    list: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.list {
+        todoapp_e2e::harness::list(
+            todoapp_e2e::scenarios::all().into_iter().map(|s| s.name),
+            cli.filter.as_deref(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let target = match (&cli.state_dir, cli.gateway, cli.ca) {
         (Some(dir), _, _) => match Target::from_stack_json(&dir.join("stack.json")) {
             Ok(target) => target,
@@ -56,7 +67,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(todoapp_e2e::run(&target, cli.only.as_deref())) {
+    match runtime.block_on(todoapp_e2e::run(&target, cli.filter.as_deref())) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {

@@ -3,13 +3,10 @@
 //! timing scenarios take seconds; everything else runs at the defaults,
 //! whose bounds the suite checks through the state dir (`/proc`).
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use support::{bin, Proc};
+use todoapp_devkit::stack::Stack;
 
 const HANDSHAKE_TIMEOUT_SECS: &str = "2";
 const IDLE_TIMEOUT_SECS: &str = "3";
@@ -25,57 +22,32 @@ const UNLIMITED_FAIR_SHARE: [(&str, &str); 5] = [
     ),
 ];
 
-fn start_stack(state: &Path, database: &str, env: &[(&str, &str)]) -> Proc {
-    let _ = std::fs::remove_file(state.join("stack.json"));
-    let mut cmd = Command::new(bin("todoapp-stack"));
-    cmd.arg("--state-dir")
-        .arg(state)
-        .args(["--listen", "127.0.0.1:0", "--database", database])
-        .env(
-            "TODOAPP_GATEWAY_TLS_HANDSHAKE_TIMEOUT_SECS",
-            HANDSHAKE_TIMEOUT_SECS,
-        )
-        .env(
-            "TODOAPP_GATEWAY_LIMITS__IDLE_TIMEOUT_SECS",
-            IDLE_TIMEOUT_SECS,
-        );
+fn start_stack(state: &Path, database: &str, env: &[(&str, &str)]) -> Stack {
     // The suite's single attacker opens 100 streams and seeds 1000 entries
     // as one user: the per-user fair share (tested on its own in
     // fair_share.rs) would refuse most of them before the bounds under test
     // are reached.
-    for (key, value) in UNLIMITED_FAIR_SHARE {
-        cmd.env(key, value);
+    let settings = [
+        (
+            "TODOAPP_GATEWAY_TLS_HANDSHAKE_TIMEOUT_SECS",
+            HANDSHAKE_TIMEOUT_SECS,
+        ),
+        (
+            "TODOAPP_GATEWAY_LIMITS__IDLE_TIMEOUT_SECS",
+            IDLE_TIMEOUT_SECS,
+        ),
+    ];
+    let mut launch = Stack::launch(state, database).unwrap_or_else(|e| panic!("{e}"));
+    for (key, value) in settings.iter().chain(&UNLIMITED_FAIR_SHARE).chain(env) {
+        launch = launch.env(key, value);
     }
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    let mut proc = Proc::spawn(cmd);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !state.join("stack.json").exists() {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!(
-                "todoapp-stack exited early ({status}); log:\n{}",
-                proc.log()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stack.json not written; log:\n{}",
-            proc.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    proc
+    launch.start().unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn stop_stack(mut stack: Proc) {
-    stack.signal(libc::SIGTERM);
-    let status = stack.wait(Duration::from_secs(60));
-    assert!(
-        status.success(),
-        "stack exit {status}; log:\n{}",
-        stack.log()
-    );
+fn stop_stack(stack: Stack) {
+    let log = stack.log();
+    let status = stack.stop().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "stack exit {status}; log:\n{log}");
 }
 
 /// Runs the suite; every scenario not in `skipped` must run and pass.

@@ -49,6 +49,36 @@ fn user_config(ws: &Workspace, extra_top: &str, extra_tables: &str) -> std::path
     path
 }
 
+/// The configs the tests write are serialised, not pasted together: a
+/// directory name with a quote, a backslash and spaces still gives configs
+/// every service accepts, its files found.
+#[test]
+fn configs_under_a_path_with_quotes_and_backslashes_are_accepted() {
+    let ws = Workspace::with_prefix("it's a \"dir\" \\ ");
+    assert!(ws.path().display().to_string().contains("\" \\ "));
+    let db = |name: &str| format!("sqlite://{}", ws.path().join(name).display());
+    let configs = [
+        ("todoapp-user", user_config(&ws, "", "")),
+        (
+            "todoapp-todo",
+            ws.todo_config(free_addr(), &db("todo.db"), ""),
+        ),
+        (
+            "todoapp-gateway",
+            ws.gateway_config(free_addr(), free_addr(), free_addr(), ""),
+        ),
+    ];
+    for (binary, config) in configs {
+        let out = run(binary, &config, &["--check-config"], &[]);
+        assert!(
+            out.status.success(),
+            "{binary}: {}\n{}",
+            text(&out.stderr),
+            std::fs::read_to_string(&config).unwrap_or_default()
+        );
+    }
+}
+
 #[test]
 fn check_config_accepts_a_valid_configuration() {
     let ws = Workspace::new();

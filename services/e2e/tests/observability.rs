@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{free_addr, http_get, wait_for_port, Proc, Workspace};
+use support::{free_addr, http_get, table, wait_for_port, Proc, Workspace};
 use todoapp_api::to_do_client::ToDoClient;
 use todoapp_api::user_client::UserClient;
 use todoapp_api::{CreateToDoReq, GetToDoReq, LoginReq, RegisterReq, ToDoEntry};
@@ -121,12 +121,18 @@ fn start_system() -> System {
     let ws = Workspace::new();
     let (gateway_addr, user_addr, todo_addr) = (free_addr(), free_addr(), free_addr());
     let metrics = [free_addr(), free_addr(), free_addr()];
-    let extra =
-        |addr: SocketAddr| format!("log_format = \"json\"\n[metrics]\nlisten = \"{addr}\"\n");
+    let extra = |addr: SocketAddr| {
+        toml::to_string(&table([
+            ("log_format", "json".into()),
+            (
+                "metrics",
+                table([("listen", addr.to_string().into())]).into(),
+            ),
+        ]))
+        .expect("TOML")
+    };
     let user_db = format!("sqlite://{}", ws.path().join("user.db").display());
     let todo_db = format!("sqlite://{}", ws.path().join("todo.db").display());
-    // The [metrics] table must come after the top-level keys and before
-    // the config's own tables: each helper writes `extra` right there.
     let user_config = ws.user_config(
         user_addr,
         &user_db,

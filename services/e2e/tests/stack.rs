@@ -9,14 +9,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{bin, Proc};
+use support::bin;
 use todoapp_api::{CreateToDoReq, ListToDoReq, LoginReq, RegisterReq, ToDoEntry};
 use todoapp_e2e::client::{authed, connect};
 use todoapp_e2e::scenarios::Ctx;
 use todoapp_e2e::Target;
 
 struct Stack {
-    proc: Proc,
+    stack: todoapp_devkit::stack::Stack,
     target: Target,
 }
 
@@ -25,42 +25,18 @@ fn start_stack(state: &Path, database: &str) -> Stack {
 }
 
 fn start_stack_with(state: &Path, database: &str, extra: &[&str]) -> Stack {
-    let _ = std::fs::remove_file(state.join("stack.json"));
-    let mut cmd = Command::new(bin("todoapp-stack"));
-    cmd.arg("--state-dir")
-        .arg(state)
-        .args(["--listen", "127.0.0.1:0", "--database", database])
-        .args(extra);
-    let mut proc = Proc::spawn(cmd);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let json = state.join("stack.json");
-    while !json.exists() {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!(
-                "todoapp-stack exited early ({status}); log:\n{}",
-                proc.log()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stack.json not written; log:\n{}",
-            proc.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let target = Target::from_stack_json(&json).expect("stack.json");
+    let stack = todoapp_devkit::stack::Stack::launch(state, database)
+        .and_then(|launch| launch.args(extra).start())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let target = Target::from_stack_json(&state.join("stack.json")).expect("stack.json");
     assert!(target.ca.is_absolute(), "ca_cert must be absolute");
-    Stack { proc, target }
+    Stack { stack, target }
 }
 
-fn stop_stack(mut stack: Stack, state: &Path) {
-    stack.proc.signal(libc::SIGTERM);
-    let status = stack.proc.wait(Duration::from_secs(60));
-    assert!(
-        status.success(),
-        "stack exit {status}; log:\n{}",
-        stack.proc.log()
-    );
+fn stop_stack(stack: Stack, state: &Path) {
+    let log = stack.stack.log();
+    let status = stack.stack.stop().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "stack exit {status}; log:\n{log}");
     assert!(!state.join("stack.json").exists(), "stack.json left behind");
 }
 
@@ -89,6 +65,85 @@ fn run_e2e(target: &Target) {
         todoapp_e2e::scenarios::all().len(),
         "not every scenario ran"
     );
+}
+
+/// `todoapp-e2e --filter SUBSTR` runs exactly the scenarios whose name
+/// contains SUBSTR.
+fn run_e2e_filtered(target: &Target, filter: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_todoapp-e2e"))
+        .args(["--gateway", &target.gateway, "--filter", filter, "--ca"])
+        .arg(&target.ca)
+        .output()
+        .expect("run todoapp-e2e");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "todoapp-e2e --filter failed:\n{stdout}"
+    );
+    let expected: Vec<&str> = todoapp_e2e::scenarios::all()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|name| name.contains(filter))
+        .collect();
+    assert!(
+        expected.len() > 1,
+        "`{filter}` selects too few scenarios to test"
+    );
+    let ran: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("PASS  "))
+        .filter_map(|line| line.rsplit_once(" (").map(|(name, _)| name))
+        .collect();
+    assert_eq!(ran, expected, "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some(format!("{} passed, 0 failed", expected.len()).as_str())
+    );
+}
+
+/// `todoapp-e2e --list` prints every scenario's name in order, without a
+/// gateway; with `--filter` only the matching ones.
+#[test]
+fn e2e_lists_its_scenarios_and_filters_them_by_name() {
+    let list = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_todoapp-e2e"))
+            .arg("--list")
+            .args(args)
+            .output()
+            .expect("run todoapp-e2e --list");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let all: Vec<String> = todoapp_e2e::scenarios::all()
+        .into_iter()
+        .map(|s| s.name.to_owned())
+        .collect();
+    assert_eq!(all.len(), 20, "a scenario was lost or added unnoticed");
+    assert_eq!(list(&[]), all);
+    let tokens: Vec<String> = all
+        .iter()
+        .filter(|name| name.contains("token"))
+        .cloned()
+        .collect();
+    assert_eq!(tokens.len(), 3);
+    assert_eq!(list(&["--filter", "token"]), tokens);
+    assert_eq!(
+        list(&["--filter", "no scenario is called this"]),
+        Vec::<String>::new()
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_todoapp-abuse"))
+        .arg("--list")
+        .output()
+        .expect("run todoapp-abuse --list");
+    let abuse: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(abuse, todoapp_e2e::abuse::scenario_names());
 }
 
 /// The owner on 127.0.0.1 is not locked out by a stranger guessing from
@@ -137,16 +192,17 @@ async fn still_there(target: &Target, user: &(String, String, i32), title: &str)
 
 /// Each service's metrics, at the address in stack.json (and printed),
 /// after the e2e run: its calls were counted.
-fn metrics_are_served(stack: &Stack, state: &Path) {
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state.join("stack.json")).expect("stack.json"))
-            .expect("JSON");
+fn metrics_are_served(stack: &Stack) {
+    let json = stack.stack.info();
     for service in ["gateway", "user", "todo"] {
         let addr = json["metrics"][service]
             .as_str()
             .unwrap_or_else(|| panic!("no metrics address for {service}: {json}"));
         assert!(
-            stack.proc.log().contains(&format!("http://{addr}/metrics")),
+            stack
+                .stack
+                .log()
+                .contains(&format!("http://{addr}/metrics")),
             "address not printed"
         );
         let (head, response) = support::http_get(addr.parse().expect("address"), "/metrics");
@@ -187,8 +243,9 @@ async fn sqlite_stack_passes_e2e_persists_and_stops_cleanly() {
     let ca_before = std::fs::read(pki.join("ca.crt")).expect("ca");
 
     run_e2e(&stack.target);
+    run_e2e_filtered(&stack.target, "token");
     two_addresses(&stack.target).await;
-    metrics_are_served(&stack, state.path());
+    metrics_are_served(&stack);
     let user = seed(&stack.target, "survives restarts").await;
     stop_stack(stack, state.path());
 
@@ -341,16 +398,7 @@ fn replicas_over_sqlite_are_refused_with_a_clear_message() {
 async fn galera_stack_with_two_replicas_serves_through_each_gateway_and_survives_a_gateway_kill() {
     let state = tempfile::tempdir().expect("tempdir");
     let stack = start_stack_with(state.path(), "galera", &["--replicas", "2"]);
-    let json: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(state.path().join("stack.json")).expect("stack.json"),
-    )
-    .expect("json");
-    let gateways: Vec<String> = json["gateways"]
-        .as_array()
-        .expect("gateways list")
-        .iter()
-        .map(|g| g.as_str().expect("address").to_owned())
-        .collect();
+    let gateways = stack.stack.gateways();
     assert_eq!(gateways.len(), 2);
     assert_eq!(gateways[0], stack.target.gateway, "`gateway` is the first");
     let targets: Vec<Target> = gateways
@@ -367,7 +415,7 @@ async fn galera_stack_with_two_replicas_serves_through_each_gateway_and_survives
     // Every gateway balances over every instance: both user instances
     // answered logins (and the suite's throttling scenario still held, its
     // counters being in the database), both todo instances creates.
-    for instance in json["metrics_instances"]
+    for instance in stack.stack.info()["metrics_instances"]
         .as_array()
         .expect("metrics_instances")
     {
@@ -415,4 +463,75 @@ async fn galera_stack_with_two_replicas_serves_through_each_gateway_and_survives
     }
     assert!(calls > 0);
     stop_stack(stack, state.path());
+}
+
+/// The processes whose parent is `parent`, as (pid, command name).
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Some((name, ppid, _)) = process_status(pid) {
+            if ppid == parent {
+                children.push((pid, name));
+            }
+        }
+    }
+    children
+}
+
+/// (command name, parent pid, state) of `pid` from `/proc/PID/stat`.
+fn process_status(pid: u32) -> Option<(String, u32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `PID (NAME) STATE PPID …`; NAME may hold spaces and parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat[open + 1..close].to_owned();
+    let mut rest = stat[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((name, ppid, state))
+}
+
+/// Whether `pid` still runs (a zombie has stopped, only not been reaped).
+fn is_alive(pid: u32) -> bool {
+    process_status(pid).is_some_and(|(_, _, state)| state != 'Z')
+}
+
+/// A stack killed with SIGKILL (no chance to stop anything) leaves no
+/// service and no private mariadbd running: they get SIGTERM when it dies.
+#[test]
+fn sigkilled_stack_leaves_no_service_or_database_server_behind() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack(state.path(), "mariadb");
+    let pid = stack.stack.pid();
+    let children = children_of(pid);
+    let names: Vec<&str> = children.iter().map(|(_, name)| name.as_str()).collect();
+    for expected in [
+        "todoapp-gateway",
+        "todoapp-user",
+        "todoapp-todo",
+        "mariadbd",
+    ] {
+        // /proc's command names are cut at 15 bytes.
+        assert!(
+            names.iter().any(|n| expected.starts_with(n)),
+            "{expected} is not a child of the stack: {names:?}"
+        );
+    }
+    stack.stack.signal(libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let alive: Vec<&(u32, String)> =
+            children.iter().filter(|(pid, _)| is_alive(*pid)).collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 15 s after the stack was killed: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -9,6 +9,8 @@ use std::cell::Cell;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Profile, Provider};
+use secrecy::zeroize::Zeroize;
+use secrecy::{ExposeSecret, SecretBox};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 use tracing_subscriber::filter::{Directive, LevelFilter};
@@ -225,20 +227,46 @@ pub fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError>
 }
 
 /// A value that must never reach logs: its `Debug` is redacted, and so is
-/// its serialization in [`to_redacted_toml`].
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret<T>(T);
+/// its serialization in [`to_redacted_toml`]; its memory is zeroed when it
+/// is dropped (`secrecy`). [`Secret::expose`] is for where the value is
+/// used (the database driver).
+pub struct Secret<T: Zeroize>(SecretBox<T>);
 
-impl<T: Serialize + Redact> Serialize for Secret<T> {
+impl<T: Serialize + Redact + Zeroize> Serialize for Secret<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if REDACT_SECRETS.with(Cell::get) {
-            serializer.serialize_str(&self.0.redacted())
+            serializer.serialize_str(&self.expose().redacted())
         } else {
-            self.0.serialize(serializer)
+            self.expose().serialize(serializer)
         }
     }
 }
+
+impl<'de, T: Deserialize<'de> + Zeroize> Deserialize<'de> for Secret<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(Self::new)
+    }
+}
+
+impl<T: Zeroize + Clone> Clone for Secret<T> {
+    fn clone(&self) -> Self {
+        Self::new(self.expose().clone())
+    }
+}
+
+impl<T: Zeroize + Default> Default for Secret<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T: Zeroize + PartialEq> PartialEq for Secret<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl<T: Zeroize + Eq> Eq for Secret<T> {}
 
 /// What of a secret may be shown.
 pub trait Redact {
@@ -277,17 +305,17 @@ impl Redact for String {
     }
 }
 
-impl<T> Secret<T> {
+impl<T: Zeroize> Secret<T> {
     pub fn new(value: T) -> Self {
-        Self(value)
+        Self(SecretBox::new(Box::new(value)))
     }
 
     pub fn expose(&self) -> &T {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
-impl<T> fmt::Debug for Secret<T> {
+impl<T: Zeroize> fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
     }

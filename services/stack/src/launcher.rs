@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use todoapp_devkit::galera::GaleraCluster;
-use todoapp_devkit::mariadb::MariaDb;
+use todoapp_devkit::mariadb::{MariaDb, ServerOptions};
 use todoapp_devkit::pki::{self, files};
+use todoapp_devkit::toml_table as table;
 
 use crate::supervisor::{self, ServiceSpec, Supervised};
 
@@ -128,7 +129,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 state.join("mariadb").display()
             );
             let base = state.join("mariadb");
-            let server = tokio::task::spawn_blocking(move || MariaDb::start(&base)).await??;
+            // Started on this (the main) thread, which lives as long as the
+            // stack: the server stops when the stack dies, even by SIGKILL.
+            let options = ServerOptions {
+                die_with_parent: true,
+                ..ServerOptions::default()
+            };
+            let server = tokio::task::block_in_place(|| MariaDb::start_with(&base, &options))?;
             let urls = (
                 server.create_database("todoapp_user").await?,
                 server.create_database("todoapp_todo").await?,
@@ -205,68 +212,76 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let user_addrs = addrs(&user_sockets)?;
     let todo_addrs = addrs(&todo_sockets)?;
 
-    let pki_path = |name: &str| pki_dir.join(name).display().to_string();
+    // Configs are TOML tables serialised by the toml crate, so any path
+    // (quotes, backslashes) is written correctly.
+    let pki_path = |name: &str| toml::Value::String(pki_dir.join(name).display().to_string());
     let backend_config = |cert: &str, key: &str, addr: SocketAddr, db: &str| {
-        toml_config(
-            &[("listen", addr.to_string())],
-            &[
-                (
-                    "tls",
-                    vec![
-                        ("cert", pki_path(cert).into()),
-                        ("key", pki_path(key).into()),
-                        ("client_ca", pki_path(files::INTERNAL_CA_CERT).into()),
-                    ],
-                ),
-                ("database", vec![("url", db.into())]),
-            ],
-        )
+        table([
+            ("listen", addr.to_string().into()),
+            (
+                "tls",
+                table([
+                    ("cert", pki_path(cert)),
+                    ("key", pki_path(key)),
+                    ("client_ca", pki_path(files::INTERNAL_CA_CERT)),
+                ])
+                .into(),
+            ),
+            ("database", table([("url", db.into())]).into()),
+        ])
     };
     let user_config = |addr: SocketAddr, db: &str| {
         let mut config = backend_config(files::USER_CERT, files::USER_KEY, addr, db);
-        config.push_str(&toml_config(
-            &[],
-            &[(
-                "jwt",
-                vec![("private_key", pki_path(files::JWT_PRIVATE_KEY).into())],
-            )],
-        ));
+        config.insert(
+            "jwt".into(),
+            table([("private_key", pki_path(files::JWT_PRIVATE_KEY))]).into(),
+        );
         // Every client of a local stack is this machine: the per-address
         // limits (meant for the internet) would soon refuse the test suite
         // and the benchmark. The per-account login limits stay at their
         // defaults.
-        config.push_str("\n[throttle]\naddress_failures = 100000\nregistrations = 100000\n");
+        config.insert(
+            "throttle".into(),
+            table([
+                ("address_failures", 100_000.into()),
+                ("registrations", 100_000.into()),
+            ])
+            .into(),
+        );
         config
     };
     let gateway_config = |i: usize| {
         let (user, todo) = upstreams(i, &user_addrs, &todo_addrs);
-        let mut config = toml_config(
-            &[("listen", gateway_addrs[i].to_string())],
-            &[
-                (
-                    "tls",
-                    vec![
-                        ("cert", pki_path(files::GATEWAY_CERT).into()),
-                        ("key", pki_path(files::GATEWAY_KEY).into()),
-                    ],
-                ),
-                (
-                    "upstream",
-                    vec![
-                        ("user", user),
-                        ("todo", todo),
-                        ("ca", pki_path(files::INTERNAL_CA_CERT).into()),
-                        ("client_cert", pki_path(files::GATEWAY_CLIENT_CERT).into()),
-                        ("client_key", pki_path(files::GATEWAY_CLIENT_KEY).into()),
-                    ],
-                ),
-            ],
-        );
-        config.push_str(&format!(
-            "\n[jwt]\npublic_keys = [{}]\n",
-            toml::Value::String(pki_path(files::JWT_PUBLIC_KEY))
-        ));
-        config
+        table([
+            ("listen", gateway_addrs[i].to_string().into()),
+            (
+                "tls",
+                table([
+                    ("cert", pki_path(files::GATEWAY_CERT)),
+                    ("key", pki_path(files::GATEWAY_KEY)),
+                ])
+                .into(),
+            ),
+            (
+                "upstream",
+                table([
+                    ("user", user),
+                    ("todo", todo),
+                    ("ca", pki_path(files::INTERNAL_CA_CERT)),
+                    ("client_cert", pki_path(files::GATEWAY_CLIENT_CERT)),
+                    ("client_key", pki_path(files::GATEWAY_CLIENT_KEY)),
+                ])
+                .into(),
+            ),
+            (
+                "jwt",
+                table([(
+                    "public_keys",
+                    toml::Value::Array(vec![pki_path(files::JWT_PUBLIC_KEY)]),
+                )])
+                .into(),
+            ),
+        ])
     };
 
     // Metrics: every instance serves them on a loopback port of its own.
@@ -277,39 +292,42 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             .map(|_| MetricsAddrs::reserve())
             .collect::<Result<_, _>>()?
     };
-    let metrics_config = |i: usize, pick: fn(&MetricsAddrs) -> SocketAddr| {
-        metrics
-            .get(i)
-            .map(|m| MetricsAddrs::config(pick(m)))
-            .unwrap_or_default()
-    };
+    let with_metrics =
+        |mut config: toml::Table, i: usize, pick: fn(&MetricsAddrs) -> SocketAddr| {
+            if let Some(addrs) = metrics.get(i) {
+                config.insert(
+                    "metrics".into(),
+                    table([("listen", pick(addrs).to_string().into())]).into(),
+                );
+            }
+            config
+        };
 
     ensure_service_binaries().await?;
     let mut services = Vec::new();
     for (i, socket) in user_sockets.into_iter().enumerate() {
-        let mut config = user_config(user_addrs[i], &databases[i % databases.len()].0);
-        config.push_str(&metrics_config(i, |m| m.user));
+        let config = user_config(user_addrs[i], &databases[i % databases.len()].0);
+        let config = with_metrics(config, i, |m| m.user);
         services.push((instance_name("user", i), "user", config, socket));
     }
     for (i, socket) in todo_sockets.into_iter().enumerate() {
-        let mut config = backend_config(
+        let config = backend_config(
             files::TODO_CERT,
             files::TODO_KEY,
             todo_addrs[i],
             &databases[i % databases.len()].1,
         );
-        config.push_str(&metrics_config(i, |m| m.todo));
+        let config = with_metrics(config, i, |m| m.todo);
         services.push((instance_name("todo", i), "todo", config, socket));
     }
     for (i, socket) in gateway_sockets.into_iter().enumerate() {
-        let mut config = gateway_config(i);
-        config.push_str(&metrics_config(i, |m| m.gateway));
+        let config = with_metrics(gateway_config(i), i, |m| m.gateway);
         services.push((instance_name("gateway", i), "gateway", config, socket));
     }
     let mut running: Vec<Supervised> = Vec::new();
     for (name, kind, config, socket) in services {
         let config_path = run_dir.join(format!("{name}.toml"));
-        std::fs::write(&config_path, config)?;
+        std::fs::write(&config_path, toml::to_string(&config)?)?;
         let spec = ServiceSpec {
             name,
             binary: todoapp_devkit::bins::locate(&format!("todoapp-{kind}"))?,
@@ -396,10 +414,6 @@ impl MetricsAddrs {
             user: held[1].local_addr()?,
             todo: held[2].local_addr()?,
         })
-    }
-
-    fn config(addr: SocketAddr) -> String {
-        format!("\n[metrics]\nlisten = \"{addr}\"\n")
     }
 
     fn json(&self) -> serde_json::Value {
@@ -499,21 +513,6 @@ async fn ensure_service_binaries() -> Result<(), Error> {
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}").into())
-}
-
-/// A minimal TOML document: top-level string keys, then tables.
-fn toml_config(top: &[(&str, String)], tables: &[(&str, Vec<(&str, toml::Value)>)]) -> String {
-    let mut out = String::new();
-    for (key, value) in top {
-        out.push_str(&format!("{key} = {}\n", toml::Value::String(value.clone())));
-    }
-    for (table, entries) in tables {
-        out.push_str(&format!("\n[{table}]\n"));
-        for (key, value) in entries {
-            out.push_str(&format!("{key} = {value}\n"));
-        }
-    }
-    out
 }
 
 async fn wait_ready(running: &mut [Supervised]) -> Result<(), Error> {

@@ -139,6 +139,10 @@ fn start(spec: &ServiceSpec, notify_path: &Path) -> std::io::Result<Child> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    // A stack killed outright (SIGKILL) must not leave its services
+    // running: they get SIGTERM when it dies. This task runs on a runtime
+    // worker thread, which lives as long as the stack.
+    todoapp_devkit::process::die_with_parent(cmd.as_std_mut(), libc::SIGTERM);
     // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

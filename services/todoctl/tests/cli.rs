@@ -407,7 +407,7 @@ fn help_documents_exit_codes_and_usage_errors_exit_2() {
 #[test]
 fn the_command_the_stack_suggests_works() {
     let stack = the_stack();
-    let log = std::fs::read_to_string(&stack.log).expect("stack log");
+    let log = stack.running.log();
     let suggested = log
         .lines()
         .find_map(|l| l.trim().strip_prefix("try:"))

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use todoapp_api::user_server::User;
 use todoapp_api::{LoginReq, LoginRsp, RegisterReq, RegisterRsp};
 use tonic::{Request, Response, Status};
@@ -63,7 +64,7 @@ impl<S: UserStore> UserApi<S> {
         if let Some(field) = self.store.taken(username.as_str(), email.as_str()).await? {
             return Err(UserError::AlreadyExists(field));
         }
-        let password_hash = self.hasher.hash(password.expose().to_owned()).await?;
+        let password_hash = self.hasher.hash(password.secret()).await?;
         let user = NewUser {
             id: uuid::Uuid::new_v4().to_string(),
             username: username.as_str().to_owned(),
@@ -86,7 +87,8 @@ impl<S: UserStore> UserApi<S> {
             Some(username) => self.store.credentials(username.as_str()).await?,
             None => None,
         };
-        let typed = password.as_ref().map_or("", |p| p.expose()).to_owned();
+        let empty = SecretString::from("");
+        let typed = password.as_ref().map_or(&empty, Password::secret);
         let (user_id, stored) = match credentials {
             Some(c) if password.is_some() => (Some(c.id), Some(c.password_hash)),
             _ => (None, None),

@@ -221,4 +221,14 @@ mod tests {
         assert!(refused(|t| t.login_backoff_initial_ms = 901_000)
             .contains("throttle.login_backoff_initial_ms"));
     }
+
+    #[test]
+    fn debug_of_the_config_does_not_show_the_database_password() {
+        let mut config = UserConfig::default();
+        config.database.url =
+            todoapp_runtime::Secret::new("mysql://todoapp:s3cret-pw@db/todoapp_user".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("url: Secret(<redacted>)"), "{shown}");
+    }
 }

@@ -1,6 +1,6 @@
 //! Validated request values: the proto's strings become these at the edge.
 
-use todoapp_runtime::Secret;
+use secrecy::SecretString;
 use unicode_normalization::{is_nfc, UnicodeNormalization};
 
 use crate::error::UserError;
@@ -61,7 +61,9 @@ impl Username {
 
 /// A password exactly as the user typed it: never trimmed, normalised or truncated.
 #[derive(Debug, Clone)]
-pub struct Password(Secret<String>);
+/// Held as a `secrecy` secret from the proto on: redacted in `Debug`, zeroed
+/// when dropped, never copied back into a plain `String`.
+pub struct Password(SecretString);
 
 impl TryFrom<String> for Password {
     type Error = UserError;
@@ -73,13 +75,13 @@ impl TryFrom<String> for Password {
                 "must be 8 to 128 characters",
             ));
         }
-        Ok(Self(Secret::new(value)))
+        Ok(Self(SecretString::from(value)))
     }
 }
 
 impl Password {
-    pub fn expose(&self) -> &str {
-        self.0.expose()
+    pub fn secret(&self) -> &SecretString {
+        &self.0
     }
 }
 
@@ -113,6 +115,7 @@ impl Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     fn field_of(e: UserError) -> &'static str {
         match e {
@@ -176,12 +179,20 @@ mod tests {
     fn password_bounds_count_characters_and_keep_bytes() {
         assert!(Password::try_from("1234567".to_string()).is_err());
         let p = Password::try_from("  spaced  ".to_string()).expect("valid");
-        assert_eq!(p.expose(), "  spaced  ");
+        assert_eq!(p.secret().expose_secret(), "  spaced  ");
         assert!(Password::try_from("🔑".repeat(128)).is_ok());
         assert_eq!(
             field_of(Password::try_from("x".repeat(129)).unwrap_err()),
             "password"
         );
+    }
+
+    #[test]
+    fn debug_of_a_password_does_not_show_it() {
+        let p = Password::try_from("hunter2 hunter2".to_string()).expect("valid");
+        let shown = format!("{p:?} {:?}", p.secret());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
     }
 
     #[test]

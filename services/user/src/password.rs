@@ -13,7 +13,8 @@ use std::time::Instant;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use todoapp_runtime::{ConfigError, Secret};
+use secrecy::{ExposeSecret, SecretString};
+use todoapp_runtime::ConfigError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Argon2Settings;
@@ -34,12 +35,12 @@ const OUTPUT_LEN: usize = 32;
 
 enum Job {
     Hash {
-        password: Secret<String>,
+        password: SecretString,
         reply: oneshot::Sender<Result<String, UserError>>,
     },
     Verify {
         phc: String,
-        password: Secret<String>,
+        password: SecretString,
         reply: oneshot::Sender<Result<bool, UserError>>,
     },
 }
@@ -152,14 +153,14 @@ impl Worker {
         self.stats.peak_in_flight.fetch_max(now, Ordering::SeqCst);
         match job {
             Job::Hash { password, reply } => {
-                let _ = reply.send(self.hash(password.expose()));
+                let _ = reply.send(self.hash(password.expose_secret()));
             }
             Job::Verify {
                 phc,
                 password,
                 reply,
             } => {
-                let _ = reply.send(self.verify(&phc, password.expose()));
+                let _ = reply.send(self.verify(&phc, password.expose_secret()));
             }
         }
         self.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -264,11 +265,12 @@ impl Hasher {
     }
 
     /// A PHC string (`$argon2id$v=19$m=...`) for `password`.
-    pub async fn hash(&self, password: String) -> Result<String, UserError> {
+    pub async fn hash(&self, password: &SecretString) -> Result<String, UserError> {
         let (reply, answer) = oneshot::channel();
         self.submit(
             Job::Hash {
-                password: Secret::new(password),
+                // The worker thread needs its own copy; it is zeroed on drop too.
+                password: password.clone(),
                 reply,
             },
             answer,
@@ -281,7 +283,7 @@ impl Hasher {
     pub async fn verify(
         &self,
         stored: Option<String>,
-        password: String,
+        password: &SecretString,
     ) -> Result<bool, UserError> {
         let exists = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.to_string());
@@ -290,7 +292,7 @@ impl Hasher {
             .submit(
                 Job::Verify {
                     phc,
-                    password: Secret::new(password),
+                    password: password.clone(),
                     reply,
                 },
                 answer,
@@ -335,18 +337,18 @@ mod tests {
     #[tokio::test]
     async fn hashes_are_argon2id_phc_and_verify() {
         let hasher = Hasher::new(&cheap()).expect("hasher");
-        let phc = hasher.hash("correct horse".into()).await.expect("hash");
+        let phc = hasher.hash(&"correct horse".into()).await.expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
         assert!(hasher
-            .verify(Some(phc.clone()), "correct horse".into())
+            .verify(Some(phc.clone()), &"correct horse".into())
             .await
             .expect("verify"));
         assert!(!hasher
-            .verify(Some(phc), "correct horsf".into())
+            .verify(Some(phc), &"correct horsf".into())
             .await
             .expect("verify"));
         assert!(!hasher
-            .verify(None, "timing-equaliser".into())
+            .verify(None, &"timing-equaliser".into())
             .await
             .expect("verify"));
     }
@@ -365,7 +367,7 @@ mod tests {
         let tasks: Vec<_> = (0..12)
             .map(|i| {
                 let hasher = hasher.clone();
-                tokio::spawn(async move { hasher.hash(format!("password{i}")).await })
+                tokio::spawn(async move { hasher.hash(&format!("password{i}").into()).await })
             })
             .collect();
         for task in tasks {
@@ -401,16 +403,16 @@ mod tests {
             .to_string();
         let hasher = Hasher::new(&settings).expect("hasher");
         assert!(hasher
-            .verify(Some(phc.clone()), "interop password".into())
+            .verify(Some(phc.clone()), &"interop password".into())
             .await
             .expect("verify"));
         assert!(!hasher
-            .verify(Some(phc), "interop passworD".into())
+            .verify(Some(phc), &"interop passworD".into())
             .await
             .expect("verify"));
         // And the reference implementation reads ours.
         use argon2::password_hash::PasswordVerifier as _;
-        let ours = hasher.hash("made here".into()).await.expect("hash");
+        let ours = hasher.hash(&"made here".into()).await.expect("hash");
         let parsed = PasswordHash::new(&ours).expect("phc");
         assert!(reference.verify_password(b"made here", &parsed).is_ok());
     }

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, Header};
+use secrecy::{ExposeSecret, SecretSlice};
 use todoapp_auth::{Claims, SigningKey};
 use todoapp_runtime::config::read_file;
 use todoapp_runtime::ConfigError;
@@ -25,8 +26,9 @@ pub struct IssuedToken {
 
 impl TokenIssuer {
     pub fn load(settings: &JwtSettings) -> Result<Self, ConfigError> {
-        let pem = read_file("jwt.private_key", &settings.private_key)?;
-        let key = SigningKey::from_pkcs8_pem(&pem)
+        // The key file's contents are zeroed once parsed.
+        let pem = SecretSlice::from(read_file("jwt.private_key", &settings.private_key)?);
+        let key = SigningKey::from_pkcs8_pem(pem.expose_secret())
             .map_err(|e| ConfigError::file("jwt.private_key", &settings.private_key, e))?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());

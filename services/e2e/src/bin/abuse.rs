@@ -12,10 +12,10 @@ use todoapp_e2e::Target;
 #[command(version)]
 struct Cli {
     /// The gateway, HOST:PORT (IPv4 loopback only).
-    #[arg(long, required_unless_present = "state_dir")]
+    #[arg(long, required_unless_present_any = ["state_dir", "list"])]
     gateway: Option<String>,
     /// CA certificate (PEM) that signed the gateway's certificate.
-    #[arg(long, required_unless_present = "state_dir")]
+    #[arg(long, required_unless_present_any = ["state_dir", "list"])]
     ca: Option<PathBuf>,
     /// Name to verify in the gateway's certificate, when not HOST.
     #[arg(long)]
@@ -25,8 +25,12 @@ struct Cli {
     #[arg(long, conflicts_with_all = ["gateway", "ca"])]
     state_dir: Option<PathBuf>,
     /// Only scenarios whose name contains this text.
+    #[arg(long, alias = "only", value_name = "SUBSTR")]
+    filter: Option<String>,
+    /// Print the names of the scenarios (those --filter selects), one per
+    /// line, and exit without connecting anywhere.
     #[arg(long)]
-    only: Option<String>,
+    list: bool,
     /// The gateway's `tls_handshake_timeout_secs`.
     #[arg(long, default_value_t = 10)]
     handshake_timeout_secs: u64,
@@ -69,6 +73,10 @@ fn raise_fd_limit() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.list {
+        todoapp_e2e::harness::list(todoapp_e2e::abuse::scenario_names(), cli.filter.as_deref());
+        return ExitCode::SUCCESS;
+    }
     raise_fd_limit();
     let target = match (&cli.state_dir, cli.gateway, cli.ca) {
         (Some(dir), _, _) => match Target::from_stack_json(&dir.join("stack.json")) {
@@ -103,7 +111,7 @@ fn main() -> ExitCode {
             calls_per_connection: cli.max_calls_per_connection,
             calls: cli.max_calls,
         },
-        only: cli.only,
+        only: cli.filter,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,13 +1,14 @@
-//! Accounts and retries: exact usernames, idempotent creates, login
-//! throttling (issue 9).
+//! Accounts: registration and login, their validation and failures,
+//! exact usernames, login throttling; and idempotent creates (issue 9).
 
 use std::time::{Duration, Instant};
 
+use std::time::SystemTime;
 use todoapp_api::*;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use super::{expect_code, ok, Ctx, Outcome};
+use super::{expect_code, jwt_part, ok, Ctx, Outcome};
 use crate::client::authed;
 
 fn register(username: &str, password: &str, email: &str) -> RegisterReq {
@@ -352,5 +353,314 @@ pub async fn stranger_cannot_lock_out_the_owner(home: &Ctx, away: &Ctx) -> Outco
     if wait > Duration::from_secs(60 * 60) {
         return Err(format!("implausible wait {wait:?}"));
     }
+    Ok(())
+}
+
+pub(super) async fn register_and_login(ctx: &Ctx) -> Outcome {
+    let account = ctx.account().await?;
+    ensure!(
+        account.token.split('.').count() == 3,
+        "not a JWS compact token"
+    );
+    let header = jwt_part(&account.token, 0)?;
+    ensure!(header["alg"] == "EdDSA", "alg is {}", header["alg"]);
+    ensure!(
+        header["kid"].as_str().is_some_and(|k| !k.is_empty()),
+        "no kid in header"
+    );
+    let claims = jwt_part(&account.token, 1)?;
+    let sub = claims["sub"].as_str().ok_or("no sub")?;
+    ensure!(
+        uuid::Uuid::parse_str(sub).is_ok(),
+        "sub {sub} is not a UUID"
+    );
+    for claim in ["iat", "exp"] {
+        ensure!(claims[claim].as_u64().is_some(), "no numeric {claim}");
+    }
+    for claim in ["iss", "aud"] {
+        ensure!(
+            claims[claim].as_str().is_some() || claims[claim].is_array(),
+            "no {claim}"
+        );
+    }
+    let iat = claims["iat"].as_u64().unwrap_or(0);
+    let exp = claims["exp"].as_u64().unwrap_or(0);
+    ensure!(
+        exp > iat && exp - iat <= 24 * 3600,
+        "lifetime {} s",
+        exp.saturating_sub(iat)
+    );
+
+    let login = ok(
+        ctx.users()
+            .login(LoginReq {
+                username: account.username.clone(),
+                password: account.password.clone(),
+            })
+            .await,
+        "login",
+    )?;
+    let expiration = humantime::parse_rfc3339(&login.expiration)
+        .map_err(|e| format!("expiration {:?}: {e}", login.expiration))?;
+    ensure!(
+        login.expiration.ends_with('Z'),
+        "expiration {:?} is not UTC",
+        login.expiration
+    );
+    let now = SystemTime::now();
+    ensure!(
+        expiration > now,
+        "token already expired at {}",
+        login.expiration
+    );
+    let exp_claim = jwt_part(&login.jwt_token, 1)?["exp"].as_u64().unwrap_or(0);
+    let exp_time = SystemTime::UNIX_EPOCH + Duration::from_secs(exp_claim);
+    ensure!(
+        exp_time == expiration,
+        "expiration {} differs from the exp claim",
+        login.expiration
+    );
+    // The token works.
+    ok(
+        ctx.todos()
+            .list_to_do(authed(ListToDoReq::default(), &login.jwt_token))
+            .await,
+        "list with fresh token",
+    )?;
+    Ok(())
+}
+
+pub(super) async fn register_validation(ctx: &Ctx) -> Outcome {
+    let name = ctx.unique("val");
+    let email = format!("{name}@example.org");
+    let cases: Vec<(RegisterReq, &str)> = vec![
+        (
+            RegisterReq {
+                username: String::new(),
+                password: "password1".into(),
+                email: email.clone(),
+            },
+            "username",
+        ),
+        (
+            RegisterReq {
+                username: "u".repeat(101),
+                password: "password1".into(),
+                email: email.clone(),
+            },
+            "username",
+        ),
+        (
+            RegisterReq {
+                username: name.clone(),
+                password: "short7!".into(),
+                email: email.clone(),
+            },
+            "password",
+        ),
+        (
+            RegisterReq {
+                username: name.clone(),
+                password: "p".repeat(129),
+                email: email.clone(),
+            },
+            "password",
+        ),
+        (
+            RegisterReq {
+                username: name.clone(),
+                password: "password1".into(),
+                email: "not-an-email".into(),
+            },
+            "email",
+        ),
+        (
+            RegisterReq {
+                username: name.clone(),
+                password: "password1".into(),
+                email: String::new(),
+            },
+            "email",
+        ),
+        (
+            RegisterReq {
+                username: name.clone(),
+                password: "password1".into(),
+                email: format!("{}@example.org", "e".repeat(243)),
+            },
+            "email",
+        ),
+    ];
+    for (req, field) in cases {
+        let status = expect_code(
+            ctx.users().register(req).await,
+            Code::InvalidArgument,
+            field,
+        )?;
+        ensure!(
+            status.message().contains(field),
+            "message {:?} does not name {field}",
+            status.message()
+        );
+    }
+    // None of the rejected attempts created the user.
+    expect_code(
+        ctx.users()
+            .login(LoginReq {
+                username: name.clone(),
+                password: "password1".into(),
+            })
+            .await,
+        Code::Unauthenticated,
+        "login after rejects",
+    )?;
+    // Boundary values are accepted.
+    let long_name = format!("{name}{}", "ü".repeat(100 - name.chars().count()));
+    ok(
+        ctx.users()
+            .register(RegisterReq {
+                username: long_name,
+                password: "p".repeat(128),
+                email,
+            })
+            .await,
+        "register at limits",
+    )?;
+    ok(
+        ctx.users()
+            .register(RegisterReq {
+                username: format!("{name}-8"),
+                password: "8chars!!".into(),
+                email: format!("{name}-8@example.org"),
+            })
+            .await,
+        "8-char password",
+    )?;
+    Ok(())
+}
+
+pub(super) async fn register_duplicates(ctx: &Ctx) -> Outcome {
+    let account = ctx.account().await?;
+    let email = format!("{}@example.org", account.username);
+    let other = ctx.unique("dup");
+    let status = expect_code(
+        ctx.users()
+            .register(RegisterReq {
+                username: account.username.clone(),
+                password: "password1".into(),
+                email: format!("{other}@example.org"),
+            })
+            .await,
+        Code::AlreadyExists,
+        "same username",
+    )?;
+    ensure!(
+        status.message().contains("username"),
+        "message {:?}",
+        status.message()
+    );
+    let status = expect_code(
+        ctx.users()
+            .register(RegisterReq {
+                username: other.clone(),
+                password: "password1".into(),
+                email: email.to_uppercase(),
+            })
+            .await,
+        Code::AlreadyExists,
+        "same email, other case",
+    )?;
+    ensure!(
+        status.message().contains("email"),
+        "message {:?}",
+        status.message()
+    );
+    // The original account is untouched.
+    ok(
+        ctx.users()
+            .login(LoginReq {
+                username: account.username,
+                password: account.password,
+            })
+            .await,
+        "original login",
+    )?;
+    Ok(())
+}
+
+pub(super) async fn password_exactness(ctx: &Ctx) -> Outcome {
+    let username = ctx.unique("exact");
+    let password = format!("  Spaces and ünïcode 🔑 {} ", "x".repeat(90));
+    ok(
+        ctx.users()
+            .register(RegisterReq {
+                username: username.clone(),
+                password: password.clone(),
+                email: format!("{username}@example.org"),
+            })
+            .await,
+        "register",
+    )?;
+    ok(
+        ctx.users()
+            .login(LoginReq {
+                username: username.clone(),
+                password: password.clone(),
+            })
+            .await,
+        "exact password",
+    )?;
+    for variant in [
+        password.trim().to_owned(),
+        password.to_lowercase(),
+        password[..password.len() - 1].to_owned(),
+    ] {
+        expect_code(
+            ctx.users()
+                .login(LoginReq {
+                    username: username.clone(),
+                    password: variant,
+                })
+                .await,
+            Code::Unauthenticated,
+            "altered password",
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) async fn login_failures(ctx: &Ctx) -> Outcome {
+    let account = ctx.account().await?;
+    let wrong = expect_code(
+        ctx.users()
+            .login(LoginReq {
+                username: account.username.clone(),
+                password: "wrong password".into(),
+            })
+            .await,
+        Code::Unauthenticated,
+        "wrong password",
+    )?;
+    let unknown = expect_code(
+        ctx.users()
+            .login(LoginReq {
+                username: ctx.unique("ghost"),
+                password: "whatever1".into(),
+            })
+            .await,
+        Code::Unauthenticated,
+        "unknown user",
+    )?;
+    ensure!(
+        wrong.message() == unknown.message(),
+        "messages differ: {:?} vs {:?}",
+        wrong.message(),
+        unknown.message()
+    );
+    expect_code(
+        ctx.users().login(LoginReq::default()).await,
+        Code::Unauthenticated,
+        "empty login",
+    )?;
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use todoapp_devkit::pki::{self, files};
+pub use todoapp_devkit::toml_table as table;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Binary `name`, built from the current sources first (once per test
@@ -28,6 +29,16 @@ pub struct Workspace {
 impl Workspace {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        pki::ensure(&dir.path().join("pki"), &[]).expect("dev PKI");
+        Self { dir }
+    }
+
+    /// Like [`Workspace::new`], in a directory whose name starts with `prefix`.
+    pub fn with_prefix(prefix: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("tempdir");
         pki::ensure(&dir.path().join("pki"), &[]).expect("dev PKI");
         Self { dir }
     }
@@ -50,6 +61,14 @@ impl Workspace {
         self.todo_config_named("todo.toml", listen, db_url, extra)
     }
 
+    /// Writes `config` serialised as TOML (so paths and URLs are escaped),
+    /// with the TOML fragment `extra` merged in.
+    fn write_config(&self, name: &str, mut config: toml::Table, extra: &str) -> PathBuf {
+        merge(&mut config, fragment(extra));
+        let text = toml::to_string(&config).expect("serialise config");
+        self.write(name, &text)
+    }
+
     /// A todo config in file `name`, for several instances side by side.
     pub fn todo_config_named(
         &self,
@@ -58,15 +77,20 @@ impl Workspace {
         db_url: &str,
         extra: &str,
     ) -> PathBuf {
-        self.write(
-            name,
-            &format!(
-                "listen = \"{listen}\"\n{extra}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[database]\nurl = \"{db_url}\"\n",
-                self.pki(files::TODO_CERT),
-                self.pki(files::TODO_KEY),
-                self.pki(files::INTERNAL_CA_CERT)
+        let config = table([
+            ("listen", listen.to_string().into()),
+            (
+                "tls",
+                table([
+                    ("cert", self.pki(files::TODO_CERT).into()),
+                    ("key", self.pki(files::TODO_KEY).into()),
+                    ("client_ca", self.pki(files::INTERNAL_CA_CERT).into()),
+                ])
+                .into(),
             ),
-        )
+            ("database", table([("url", db_url.into())]).into()),
+        ]);
+        self.write_config(name, config, extra)
     }
 
     pub fn user_config(
@@ -76,16 +100,25 @@ impl Workspace {
         extra_top: &str,
         argon2: &str,
     ) -> PathBuf {
-        self.write(
-            "user.toml",
-            &format!(
-                "listen = \"{listen}\"\n{extra_top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[database]\nurl = \"{db_url}\"\n[jwt]\nprivate_key = \"{}\"\n[argon2]\n{argon2}\n",
-                self.pki(files::USER_CERT),
-                self.pki(files::USER_KEY),
-                self.pki(files::INTERNAL_CA_CERT),
-                self.pki(files::JWT_PRIVATE_KEY)
+        let config = table([
+            ("listen", listen.to_string().into()),
+            (
+                "tls",
+                table([
+                    ("cert", self.pki(files::USER_CERT).into()),
+                    ("key", self.pki(files::USER_KEY).into()),
+                    ("client_ca", self.pki(files::INTERNAL_CA_CERT).into()),
+                ])
+                .into(),
             ),
-        )
+            ("database", table([("url", db_url.into())]).into()),
+            (
+                "jwt",
+                table([("private_key", self.pki(files::JWT_PRIVATE_KEY).into())]).into(),
+            ),
+            ("argon2", fragment(argon2).into()),
+        ]);
+        self.write_config("user.toml", config, extra_top)
     }
 
     pub fn gateway_config(
@@ -114,20 +147,35 @@ impl Workspace {
         extra_top: &str,
         extra_upstream: &str,
     ) -> PathBuf {
-        self.write(
-            "gateway.toml",
-            &format!(
-                "listen = \"{listen}\"\n{extra_top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[upstream]\nuser = {}\ntodo = {}\n{extra_upstream}\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n[jwt]\npublic_keys = [\"{}\"]\n",
-                self.pki(files::GATEWAY_CERT),
-                self.pki(files::GATEWAY_KEY),
-                toml_urls(user),
-                toml_urls(todo),
-                self.pki(files::INTERNAL_CA_CERT),
-                self.pki(files::GATEWAY_CLIENT_CERT),
-                self.pki(files::GATEWAY_CLIENT_KEY),
-                self.pki(files::JWT_PUBLIC_KEY)
+        let mut upstream = table([
+            ("user", toml_urls(user)),
+            ("todo", toml_urls(todo)),
+            ("ca", self.pki(files::INTERNAL_CA_CERT).into()),
+            ("client_cert", self.pki(files::GATEWAY_CLIENT_CERT).into()),
+            ("client_key", self.pki(files::GATEWAY_CLIENT_KEY).into()),
+        ]);
+        merge(&mut upstream, fragment(extra_upstream));
+        let config = table([
+            ("listen", listen.to_string().into()),
+            (
+                "tls",
+                table([
+                    ("cert", self.pki(files::GATEWAY_CERT).into()),
+                    ("key", self.pki(files::GATEWAY_KEY).into()),
+                ])
+                .into(),
             ),
-        )
+            ("upstream", upstream.into()),
+            (
+                "jwt",
+                table([(
+                    "public_keys",
+                    toml::Value::Array(vec![self.pki(files::JWT_PUBLIC_KEY).into()]),
+                )])
+                .into(),
+            ),
+        ]);
+        self.write_config("gateway.toml", config, extra_top)
     }
 
     /// A channel to a backend, presenting the gateway's client certificate
@@ -196,10 +244,28 @@ pub async fn stored_titles(
 }
 
 /// One URL as a TOML string (the single-URL form), several as an array.
-fn toml_urls(urls: &[String]) -> String {
+fn toml_urls(urls: &[String]) -> toml::Value {
     match urls {
-        [one] => format!("{one:?}"),
-        many => format!("{many:?}"),
+        [one] => one.as_str().into(),
+        many => toml::Value::Array(many.iter().map(|url| url.as_str().into()).collect()),
+    }
+}
+
+/// A test's own TOML fragment (settings it adds), parsed.
+fn fragment(text: &str) -> toml::Table {
+    text.parse()
+        .unwrap_or_else(|e| panic!("bad TOML fragment in a test: {e}\n{text}"))
+}
+
+/// Adds `extra` to `config`, table by table; a key in both takes `extra`'s value.
+fn merge(config: &mut toml::Table, extra: toml::Table) {
+    for (key, value) in extra {
+        match (config.get_mut(&key), value) {
+            (Some(toml::Value::Table(mine)), toml::Value::Table(theirs)) => merge(mine, theirs),
+            (_, value) => {
+                config.insert(key, value);
+            }
+        }
     }
 }
 

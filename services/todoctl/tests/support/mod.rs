@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -15,20 +14,18 @@ pub struct Stack {
     pub state_home: PathBuf,
     pub gateway: String,
     pub ca: PathBuf,
-    /// What the stack printed.
-    pub log: PathBuf,
+    /// The running stack; a static is never dropped, so it stops (SIGTERM,
+    /// via the parent-death signal) when the test binary exits.
+    pub running: todoapp_devkit::stack::Stack,
 }
 
-/// The test binary's stack, started on first use with `env` and stopped
-/// (SIGTERM, via the parent-death signal) when the test binary exits.
+/// The test binary's stack, started on first use with `env`.
 pub fn stack(env: &'static [(&'static str, &'static str)]) -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| start(env))
 }
 
 fn start(env: &[(&str, &str)]) -> Stack {
-    let stack_bin =
-        todoapp_devkit::bins::current("todoapp-stack").unwrap_or_else(|e| panic!("{e}"));
     remove_stopped_stacks();
     let root = tempfile::Builder::new()
         .prefix("todoctl-stack-")
@@ -36,52 +33,17 @@ fn start(env: &[(&str, &str)]) -> Stack {
         .expect("tempdir")
         .keep();
     let state_home = root.join("state");
-    let state = state_home.join("todoapp");
-    let log_path = root.join("stack.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let mut cmd = Command::new(stack_bin);
-    cmd.arg("--state-dir")
-        .arg(&state)
-        .args(["--listen", "127.0.0.1:0"])
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log);
-    // SAFETY: prctl(2) only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    let mut launch = todoapp_devkit::stack::Stack::launch(&state_home.join("todoapp"), "sqlite")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (key, value) in env {
+        launch = launch.env(key, value);
     }
-    // The parent-death signal fires when the spawning *thread* ends: spawn
-    // from a thread that waits for the stack, so lives as long as it.
-    let (exited, exit) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let status = cmd.spawn().and_then(|mut child| child.wait());
-        let _ = exited.send(status);
-    });
-    let json = state.join("stack.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !json.exists() {
-        if let Ok(status) = exit.try_recv() {
-            panic!(
-                "todoapp-stack exited ({status:?}):\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "stack.json not written");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("stack.json")).expect("json");
+    let running = launch.start().unwrap_or_else(|e| panic!("{e}"));
     Stack {
         state_home,
-        gateway: info["gateway"].as_str().expect("gateway").to_owned(),
-        ca: info["ca_cert"].as_str().expect("ca_cert").into(),
-        log: log_path,
+        gateway: running.gateway().to_owned(),
+        ca: running.ca_cert(),
+        running,
     }
 }
 
