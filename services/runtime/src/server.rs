@@ -237,6 +237,10 @@ fn served_methods(options: &ServeOptions) -> Vec<MethodDescription> {
 /// handshakes slower than `handshake_timeout` are dropped, and so are
 /// connections that then send no HTTP/2 preface within it. The loop ends
 /// (and the listener closes) as soon as the server stops taking connections.
+///
+/// Not tonic's `ServerTlsConfig`: it hands the TLS stream straight to hyper,
+/// with no hook on the decrypted connection, which the preface deadline, the
+/// idle timeout and the fair-share read pauses ([`Connection`]) need.
 fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
