@@ -21,9 +21,13 @@ use tonic::Code;
 const AWAY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// Cheap hashes for tests, and small limits so they are reached quickly.
-const ARGON2_AND_THROTTLE: &str = "memory_kib = 1024\niterations = 1\nparallelism = 1\n\n[throttle]\nlogin_failures = 3\naddress_failures = 8\nregistrations = 4\n";
+/// Cheap hashes and tight throttling limits, as TOML for the process tests
+/// (the `[argon2]` table's keys, and a top-level `[throttle]` table).
+const CHEAP_ARGON2: &str = "memory_kib = 1024\niterations = 1\nparallelism = 1\n";
+const TIGHT_THROTTLE: &str =
+    "[throttle]\nlogin_failures = 3\naddress_failures = 8\nregistrations = 4\n";
 
-/// The in-process stack with [`ARGON2_AND_THROTTLE`]'s settings, the user
+/// The in-process stack with [`CHEAP_ARGON2`]'s and [`TIGHT_THROTTLE`]'s settings, the user
 /// database at `user_db`.
 async fn start_throttled_stack(ws: &Workspace, user_db: &str) -> Stack {
     let mut user = in_process::user_config(ws, user_db);
@@ -130,7 +134,7 @@ async fn kill_9_under_create_load(user_db: String, todo_db: String) {
 
     let ws = Workspace::new();
     let (gateway, user, todo) = (free_addr(), free_addr(), free_addr());
-    let user_config = ws.user_config(user, &user_db, "", ARGON2_AND_THROTTLE);
+    let user_config = ws.user_config(user, &user_db, TIGHT_THROTTLE, CHEAP_ARGON2);
     let todo_config = ws.todo_config(todo, &todo_db, "");
     // The load is one user's: the per-user rate limit would refuse calls
     // (RESOURCE_EXHAUSTED) that this test counts as transport failures.

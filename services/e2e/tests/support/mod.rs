@@ -116,7 +116,7 @@ impl Workspace {
                 "jwt",
                 table([("private_key", self.pki(files::JWT_PRIVATE_KEY).into())]).into(),
             ),
-            ("argon2", fragment(argon2).into()),
+            ("argon2", argon2_keys(argon2).into()),
         ]);
         self.write_config("user.toml", config, extra_top)
     }
@@ -249,6 +249,16 @@ fn toml_urls(urls: &[String]) -> toml::Value {
         [one] => one.as_str().into(),
         many => toml::Value::Array(many.iter().map(|url| url.as_str().into()).collect()),
     }
+}
+
+/// The `[argon2]` table's keys; a table in them would land inside
+/// `[argon2]`, so other sections go in the top-level fragment instead.
+fn argon2_keys(text: &str) -> toml::Table {
+    let keys = fragment(text);
+    if let Some((name, _)) = keys.iter().find(|(_, value)| value.is_table()) {
+        panic!("[{name}] in an argon2 fragment: pass it in the top-level fragment");
+    }
+    keys
 }
 
 /// A test's own TOML fragment (settings it adds), parsed.
