@@ -4,7 +4,7 @@
 #   cargo build --release -p todoapp-stack -p todoapp-bench -p todoapp-gateway -p todoapp-user -p todoapp-todo
 # Reports: /tmp/dbb-DB-REPLICAS.txt. CFGS picks configurations (default all four).
 set -uo pipefail
-cd /work/main
+cd "$(dirname "$0")/../.."
 R=target/release
 lift="TODOAPP_GATEWAY_FAIR_SHARE__READS_PER_SEC=1000000 TODOAPP_GATEWAY_FAIR_SHARE__READ_BURST=1000000 TODOAPP_GATEWAY_FAIR_SHARE__WRITES_PER_SEC=1000000 TODOAPP_GATEWAY_FAIR_SHARE__WRITE_BURST=1000000 TODOAPP_GATEWAY_FAIR_SHARE__MAX_IN_FLIGHT_PER_USER=100000"
 for cfg in ${CFGS:-mariadb:1 galera:1 mariadb:2 galera:2}; do
