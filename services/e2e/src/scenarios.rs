@@ -231,6 +231,33 @@ const LEAK_MARKERS: [&str; 12] = [
 ];
 
 /// Expects failure with `code`; checks the message leaks nothing.
+impl Ctx {
+    /// The first page (server default limit) of the caller's entries.
+    pub(crate) async fn first_page(&self, token: &str, what: &str) -> Result<ListToDoRsp, String> {
+        ok(
+            self.todos()
+                .list_to_do(authed(ListToDoReq::default(), token))
+                .await,
+            what,
+        )
+    }
+}
+
+/// INVALID_ARGUMENT whose message names the refused `field`.
+pub(crate) fn expect_invalid_field<T: std::fmt::Debug>(
+    result: Result<Response<T>, Status>,
+    field: &str,
+) -> Result<(), String> {
+    let status = expect_code(result, Code::InvalidArgument, field)?;
+    if !status.message().contains(field) {
+        return Err(format!(
+            "message {:?} does not name {field}",
+            status.message()
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn expect_code<T: std::fmt::Debug>(
     result: Result<Response<T>, Status>,
     code: Code,

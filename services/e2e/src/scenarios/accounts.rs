@@ -8,7 +8,7 @@ use todoapp_api::*;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use super::{expect_code, jwt_part, ok, Ctx, Outcome};
+use super::{expect_code, expect_invalid_field, jwt_part, ok, Ctx, Outcome};
 use crate::client::authed;
 
 fn register(username: &str, password: &str, email: &str) -> RegisterReq {
@@ -204,12 +204,7 @@ pub(super) async fn idempotent_create(ctx: &Ctx) -> Outcome {
         Code::AlreadyExists,
         "request_id with other content",
     )?;
-    let listed = ok(
-        ctx.todos()
-            .list_to_do(authed(ListToDoReq::default(), &a.token))
-            .await,
-        "list",
-    )?;
+    let listed = ctx.first_page(&a.token, "list").await?;
     if listed.items.len() != 1 || listed.items[0].id != first {
         return Err(format!(
             "expected exactly entry {first}, got {:?}",
@@ -421,12 +416,8 @@ pub(super) async fn register_and_login(ctx: &Ctx) -> Outcome {
         login.expiration
     );
     // The token works.
-    ok(
-        ctx.todos()
-            .list_to_do(authed(ListToDoReq::default(), &login.jwt_token))
-            .await,
-        "list with fresh token",
-    )?;
+    ctx.first_page(&login.jwt_token, "list with fresh token")
+        .await?;
     Ok(())
 }
 
@@ -492,16 +483,7 @@ pub(super) async fn register_validation(ctx: &Ctx) -> Outcome {
         ),
     ];
     for (req, field) in cases {
-        let status = expect_code(
-            ctx.users().register(req).await,
-            Code::InvalidArgument,
-            field,
-        )?;
-        ensure!(
-            status.message().contains(field),
-            "message {:?} does not name {field}",
-            status.message()
-        );
+        expect_invalid_field(ctx.users().register(req).await, field)?;
     }
     // None of the rejected attempts created the user.
     expect_code(

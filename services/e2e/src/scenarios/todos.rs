@@ -5,7 +5,7 @@ use futures_util::future::join_all;
 use todoapp_api::*;
 use tonic::Code;
 
-use super::{expect_code, ok, Ctx, Outcome};
+use super::{expect_code, expect_invalid_field, ok, Ctx, Outcome};
 use crate::client::authed;
 
 pub(super) async fn todo_round_trip(ctx: &Ctx) -> Outcome {
@@ -144,7 +144,7 @@ pub(super) async fn todo_validation(ctx: &Ctx) -> Outcome {
         ),
     ];
     for (item, field) in &bad {
-        let status = expect_code(
+        expect_invalid_field(
             ctx.todos()
                 .create_to_do(authed(
                     CreateToDoReq {
@@ -154,14 +154,8 @@ pub(super) async fn todo_validation(ctx: &Ctx) -> Outcome {
                     &a.token,
                 ))
                 .await,
-            Code::InvalidArgument,
             field,
         )?;
-        ensure!(
-            status.message().contains(field),
-            "message {:?} does not name {field}",
-            status.message()
-        );
     }
     expect_code(
         ctx.todos()
@@ -176,12 +170,7 @@ pub(super) async fn todo_validation(ctx: &Ctx) -> Outcome {
         Code::InvalidArgument,
         "no item",
     )?;
-    let listed = ok(
-        ctx.todos()
-            .list_to_do(authed(ListToDoReq::default(), &a.token))
-            .await,
-        "list",
-    )?;
+    let listed = ctx.first_page(&a.token, "list").await?;
     ensure!(
         listed.items.is_empty(),
         "rejected creates stored {} entries",
@@ -248,12 +237,7 @@ pub(super) async fn isolation(ctx: &Ctx) -> Outcome {
         Code::NotFound,
         "B deletes A's",
     )?;
-    let listed = ok(
-        ctx.todos()
-            .list_to_do(authed(ListToDoReq::default(), &b.token))
-            .await,
-        "B lists",
-    )?;
+    let listed = ctx.first_page(&b.token, "B lists").await?;
     ensure!(
         listed.items.iter().all(|i| i.id != id),
         "A's entry listed for B"

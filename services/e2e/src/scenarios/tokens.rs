@@ -199,12 +199,7 @@ pub(super) async fn multiplexed_users(ctx: &Ctx) -> Outcome {
         result?;
     }
     for (n, acc) in accounts.iter().enumerate() {
-        let listed = ok(
-            ctx.todos()
-                .list_to_do(authed(ListToDoReq::default(), &acc.token))
-                .await,
-            "list",
-        )?;
+        let listed = ctx.first_page(&acc.token, "list").await?;
         ensure!(
             listed.items.len() == 10,
             "user {n} has {} entries",
