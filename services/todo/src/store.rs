@@ -240,10 +240,14 @@ macro_rules! insert_counted {
 
 impl TodoStore for SqlTodoStore {
     async fn create(&self, user: &UserId, content: &Content) -> Result<i32, WriteError> {
-        let _writer = self.pool.write_lock().await;
         let created = now_micros();
+        let quota = self.quota;
+        if let Pool::MySql(p) = &self.pool {
+            return retry_contended(|| procedures::create(p, user, content, created, quota)).await;
+        }
+        let _writer = self.pool.write_lock().await;
         let bytes = stored_bytes(content);
-        let (sql, quota) = (self.usage_sql, self.quota);
+        let sql = self.usage_sql;
         let pool = &self.pool;
         // Each attempt is the whole transaction (see retry_contended).
         let id: i32 = retry_contended(|| async move {
@@ -360,11 +364,16 @@ impl TodoStore for SqlTodoStore {
         id: TodoId,
         content: &Content,
     ) -> Result<bool, WriteError> {
-        let _writer = self.pool.write_lock().await;
         const SQL: &str = "UPDATE todos SET title = ?, text = ?, done = COALESCE(?, done), updated_at = ? WHERE id = ? AND user_id = ?";
         let updated = now_micros();
+        let quota = self.quota;
+        if let Pool::MySql(p) = &self.pool {
+            return retry_contended(|| procedures::update(p, user, id, content, updated, quota))
+                .await;
+        }
+        let _writer = self.pool.write_lock().await;
         let bytes = stored_bytes(content);
-        let (sql, quota) = (self.usage_sql, self.quota);
+        let sql = self.usage_sql;
         let pool = &self.pool;
         retry_contended(|| async move {
             on_pool!(pool, |p| {
@@ -403,6 +412,9 @@ impl TodoStore for SqlTodoStore {
     }
 
     async fn delete(&self, user: &UserId, id: TodoId) -> Result<bool, StoreError> {
+        if let Pool::MySql(p) = &self.pool {
+            return retry_contended(|| procedures::delete(p, user, id)).await;
+        }
         let _writer = self.pool.write_lock().await;
         const SQL: &str = "DELETE FROM todos WHERE id = ? AND user_id = ?";
         let sql = self.usage_sql;
@@ -466,5 +478,109 @@ impl TodoStore for SqlTodoStore {
         }
         .await)?;
         Ok(rows.into_iter().map(TodoRecord::from).collect())
+    }
+}
+
+/// MariaDB's write paths: one call each of the procedures in migration
+/// `20261130000030_write_procedures.sql`, which run the same statements as
+/// the SQLite paths above in one round trip to the server.
+mod procedures {
+    use sqlx::MySqlPool;
+    use todoapp_db::StoreError;
+
+    use crate::domain::{Content, TodoId, UserId};
+    use crate::quota::{QuotaExceeded, QuotaSettings, WriteError};
+
+    /// The procedures' first column: what the write did.
+    const STORED: i64 = 0;
+    const REFUSED_ENTRIES: i64 = 1;
+    const REFUSED_BYTES: i64 = 2;
+    const NO_SUCH_ENTRY: i64 = 3;
+
+    /// Whether the entry was written (`false`: it does not exist).
+    fn found(code: i64) -> Result<bool, StoreError> {
+        match code {
+            STORED => Ok(true),
+            NO_SUCH_ENTRY => Ok(false),
+            other => Err(StoreError::internal(format!(
+                "write procedure answered {other}"
+            ))),
+        }
+    }
+
+    /// [`found`], or the quota that refused the write.
+    fn admitted(code: i64, quota: QuotaSettings) -> Result<bool, WriteError> {
+        match code {
+            REFUSED_ENTRIES => Err(QuotaExceeded::Entries {
+                limit: quota.max_entries,
+            }
+            .into()),
+            REFUSED_BYTES => Err(QuotaExceeded::Bytes {
+                limit: quota.max_bytes,
+            }
+            .into()),
+            code => Ok(found(code)?),
+        }
+    }
+
+    /// Quotas fit in BIGINT: [`QuotaSettings::validate`] caps them there.
+    fn limit(value: u64) -> i64 {
+        i64::try_from(value).unwrap_or(i64::MAX)
+    }
+
+    pub(super) async fn create(
+        pool: &MySqlPool,
+        user: &UserId,
+        content: &Content,
+        created: i64,
+        quota: QuotaSettings,
+    ) -> Result<i32, WriteError> {
+        let (code, id): (i64, i64) = sqlx::query_as("CALL todo_create(?, ?, ?, ?, ?, ?, ?)")
+            .bind(user.as_str())
+            .bind(&content.title)
+            .bind(&content.text)
+            .bind(content.done.unwrap_or(false))
+            .bind(created)
+            .bind(limit(quota.max_entries))
+            .bind(limit(quota.max_bytes))
+            .fetch_one(pool)
+            .await?;
+        admitted(code, quota)?;
+        i32::try_from(id)
+            .map_err(|_| StoreError::internal(format!("todo id {id} out of range")).into())
+    }
+
+    pub(super) async fn update(
+        pool: &MySqlPool,
+        user: &UserId,
+        id: TodoId,
+        content: &Content,
+        updated: i64,
+        quota: QuotaSettings,
+    ) -> Result<bool, WriteError> {
+        let code: i64 = sqlx::query_scalar("CALL todo_update(?, ?, ?, ?, ?, ?, ?)")
+            .bind(id.0)
+            .bind(user.as_str())
+            .bind(&content.title)
+            .bind(&content.text)
+            .bind(content.done)
+            .bind(updated)
+            .bind(limit(quota.max_bytes))
+            .fetch_one(pool)
+            .await?;
+        admitted(code, quota)
+    }
+
+    pub(super) async fn delete(
+        pool: &MySqlPool,
+        user: &UserId,
+        id: TodoId,
+    ) -> Result<bool, StoreError> {
+        let code: i64 = sqlx::query_scalar("CALL todo_delete(?, ?)")
+            .bind(id.0)
+            .bind(user.as_str())
+            .fetch_one(pool)
+            .await?;
+        found(code)
     }
 }

@@ -261,6 +261,72 @@ async fn mariadb_updates_may_not_grow_past_the_byte_quota() {
     updates_may_not_grow_past_the_byte_quota(mariadb_pool("todo_quota_updates").await).await;
 }
 
+/// MariaDB's writes run as procedures that open their own transaction
+/// (migration `write_procedures`): one that fails inside must roll back and
+/// leave its connection outside any transaction, or the next call on that
+/// pooled connection would run inside the failed one. The failure here is a
+/// title too long for its column, which only a caller skipping `Content`'s
+/// validation can send.
+#[tokio::test]
+async fn mariadb_a_failed_write_rolls_back_and_leaves_no_transaction_open() {
+    let url = todoapp_devkit::mariadb::test_database("todo_proc_rollback")
+        .await
+        .expect("MariaDB for tests");
+    let pool = connect(&DatabaseSettings {
+        max_connections: 1,
+        ..settings(url)
+    })
+    .await
+    .expect("connect");
+    let store = store(pool.clone(), QuotaSettings::default()).await;
+    let ann = user(1);
+    let kept = content("kept", "as it was");
+    let id = store.create(&ann, &kept).await.expect("create");
+    let too_long = Content {
+        title: "x".repeat(201),
+        ..kept.clone()
+    };
+    let in_transaction = || async {
+        let open: i64 = todoapp_db::on_pool!(&pool, |p| sqlx::query_scalar(
+            "SELECT CAST(@@in_transaction AS SIGNED)"
+        )
+        .fetch_one(p)
+        .await)
+        .expect("read @@in_transaction");
+        open
+    };
+    let usage = || async {
+        let usage: (i64, i64) = todoapp_db::on_pool!(&pool, |p| sqlx::query_as(
+            "SELECT CAST(SUM(entries) AS SIGNED), CAST(SUM(bytes) AS SIGNED) FROM todo_usage"
+        )
+        .fetch_one(p)
+        .await)
+        .expect("read usage");
+        usage
+    };
+    let before = usage().await;
+    assert_eq!(before, (1, 13));
+
+    let refused = store.create(&ann, &too_long).await;
+    assert!(
+        matches!(refused, Err(WriteError::Store(_))),
+        "an over-long title is a store error: {refused:?}"
+    );
+    assert_eq!(in_transaction().await, 0, "create left a transaction open");
+    let refused = store.update(&ann, TodoId(id), &too_long).await;
+    assert!(matches!(refused, Err(WriteError::Store(_))), "{refused:?}");
+    assert_eq!(in_transaction().await, 0, "update left a transaction open");
+
+    assert_eq!(usage().await, before, "a failed write changed the usage");
+    let stored = store
+        .get(&ann, TodoId(id))
+        .await
+        .expect("get")
+        .expect("still there");
+    assert_eq!((stored.title.as_str(), stored.text.as_str()), ("kept", "as it was"));
+    assert_eq!(count(&store, &ann).await, 1);
+}
+
 /// Runs the engine's migrations except those whose file name contains
 /// `left_out`, as an older release did.
 async fn migrate_without(pool: &Pool, engine: &str, left_out: &str) {
