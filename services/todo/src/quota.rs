@@ -2,7 +2,9 @@
 //! title and text. Usage is kept per user and database node in `todo_usage`
 //! (see [`UsageSql`]), changed in the same transaction as the entries, with
 //! the node's usage row locked first so concurrent writes through one node
-//! cannot both pass the limit.
+//! cannot both pass the limit (SQLite: the service's write lock). The rule
+//! is [`QuotaSettings`]'s; the single-statement writes of the store carry
+//! the same rule in SQL, and a refusal is explained by this one.
 
 use serde::{Deserialize, Serialize};
 use todoapp_db::{Kind, StoreError};
@@ -154,10 +156,9 @@ pub struct UsageSql {
     pub ensure: &'static str,
     /// Adds (entries, bytes) to the user's slot (bound last, as returned by
     /// `lock_slot`: the node's offset may change under a running transaction
-    /// when the cluster's membership changes).
-    pub add: &'static str,
-    /// Bytes stored for one of the user's entries, locking it (MariaDB).
-    pub entry_bytes: &'static str,
+    /// when the cluster's membership changes). None on SQLite, where
+    /// triggers count every write to `todos` (migration `usage_triggers`).
+    pub add: Option<&'static str>,
 }
 
 impl UsageSql {
@@ -167,8 +168,7 @@ impl UsageSql {
                 lock_slot: "SELECT slot FROM todo_usage WHERE user_id = ? AND slot = 0",
                 total: "SELECT COALESCE(SUM(entries), 0), COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?",
                 ensure: "INSERT OR IGNORE INTO todo_usage (user_id, slot, entries, bytes) VALUES (?, 0, 0, 0)",
-                add: ADD,
-                entry_bytes: "SELECT LENGTH(CAST(title AS BLOB)) + LENGTH(CAST(text AS BLOB)) FROM todos WHERE id = ? AND user_id = ?",
+                add: None,
             },
             Kind::MySql => Self {
                 lock_slot: "SELECT slot FROM todo_usage WHERE user_id = ? AND slot = @@auto_increment_offset FOR UPDATE",
@@ -176,15 +176,13 @@ impl UsageSql {
                 // slots would have their replicated writes abort this one.
                 total: "SELECT CAST(COALESCE(SUM(entries), 0) AS SIGNED), CAST(COALESCE(SUM(bytes), 0) AS SIGNED) FROM todo_usage WHERE user_id = ?",
                 ensure: "INSERT IGNORE INTO todo_usage (user_id, slot, entries, bytes) VALUES (?, @@auto_increment_offset, 0, 0)",
-                add: ADD,
-                entry_bytes: "SELECT CAST(LENGTH(title) + LENGTH(text) AS SIGNED) FROM todos WHERE id = ? AND user_id = ? FOR UPDATE",
+                add: Some(
+                    "UPDATE todo_usage SET entries = entries + ?, bytes = bytes + ? WHERE user_id = ? AND slot = ?",
+                ),
             },
         }
     }
 }
-
-const ADD: &str =
-    "UPDATE todo_usage SET entries = entries + ?, bytes = bytes + ? WHERE user_id = ? AND slot = ?";
 
 #[cfg(test)]
 mod tests {

@@ -210,8 +210,9 @@ macro_rules! usage_total {
 }
 
 /// Inside a transaction holding the user's usage slot (`begin_with_slot!`):
-/// stores the entry and counts it in the slot, returning its id. A macro for
-/// the same reason: the transaction's type depends on the engine.
+/// stores the entry and counts it in the slot (on SQLite a trigger counts
+/// it), returning its id. A macro for the same reason: the transaction's
+/// type depends on the engine.
 macro_rules! insert_counted {
     ($tx:expr, $sql:expr, $user:expr, $slot:expr, $content:expr, $created:expr, $bytes:expr) => {
         async {
@@ -226,13 +227,15 @@ macro_rules! insert_counted {
             .bind($created)
             .fetch_one(&mut *$tx)
             .await?;
-            sqlx::query($sql.add)
-                .bind(1_i64)
-                .bind($bytes)
-                .bind($user)
-                .bind($slot)
-                .execute(&mut *$tx)
-                .await?;
+            if let Some(add) = $sql.add {
+                sqlx::query(add)
+                    .bind(1_i64)
+                    .bind($bytes)
+                    .bind($user)
+                    .bind($slot)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
             Ok::<i32, sqlx::Error>(id)
         }
     };
@@ -242,27 +245,15 @@ impl TodoStore for SqlTodoStore {
     async fn create(&self, user: &UserId, content: &Content) -> Result<i32, WriteError> {
         let created = now_micros();
         let quota = self.quota;
-        if let Pool::MySql(p) = &self.pool {
-            return retry_contended(|| procedures::create(p, user, content, created, quota)).await;
+        match &self.pool {
+            Pool::MySql(p) => {
+                retry_contended(|| procedures::create(p, user, content, created, quota)).await
+            }
+            Pool::Sqlite(p, _) => {
+                let _writer = self.pool.write_lock().await;
+                statements::create(p, user, content, created, quota).await
+            }
         }
-        let _writer = self.pool.write_lock().await;
-        let bytes = stored_bytes(content);
-        let sql = self.usage_sql;
-        let pool = &self.pool;
-        // Each attempt is the whole transaction (see retry_contended).
-        let id: i32 = retry_contended(|| async move {
-            Ok::<_, WriteError>(on_pool!(pool, |p| {
-                let (mut tx, slot) = begin_with_slot!(p, sql, user.as_str()).await?;
-                let usage = usage_total!(tx, sql, user.as_str()).await?;
-                quota.admits_create(usage, bytes)?;
-                let id =
-                    insert_counted!(tx, sql, user.as_str(), slot, content, created, bytes).await?;
-                tx.commit().await?;
-                id
-            }))
-        })
-        .await?;
-        Ok(id)
     }
 
     async fn create_once(
@@ -364,89 +355,33 @@ impl TodoStore for SqlTodoStore {
         id: TodoId,
         content: &Content,
     ) -> Result<bool, WriteError> {
-        const SQL: &str = "UPDATE todos SET title = ?, text = ?, done = COALESCE(?, done), updated_at = ? WHERE id = ? AND user_id = ?";
         let updated = now_micros();
         let quota = self.quota;
-        if let Pool::MySql(p) = &self.pool {
-            return retry_contended(|| procedures::update(p, user, id, content, updated, quota))
-                .await;
+        match &self.pool {
+            Pool::MySql(p) => {
+                retry_contended(|| procedures::update(p, user, id, content, updated, quota)).await
+            }
+            Pool::Sqlite(p, _) => {
+                let _writer = self.pool.write_lock().await;
+                statements::update(p, user, id, content, updated, quota).await
+            }
         }
-        let _writer = self.pool.write_lock().await;
-        let bytes = stored_bytes(content);
-        let sql = self.usage_sql;
-        let pool = &self.pool;
-        retry_contended(|| async move {
-            on_pool!(pool, |p| {
-                let (mut tx, slot) = begin_with_slot!(p, sql, user.as_str()).await?;
-                let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
-                    .bind(id.0)
-                    .bind(user.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(old) = old else {
-                    return Ok(false);
-                };
-                let usage = usage_total!(tx, sql, user.as_str()).await?;
-                quota.admits_update(usage, old, bytes)?;
-                sqlx::query(SQL)
-                    .bind(&content.title)
-                    .bind(&content.text)
-                    .bind(content.done)
-                    .bind(updated)
-                    .bind(id.0)
-                    .bind(user.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(sql.add)
-                    .bind(0_i64)
-                    .bind(bytes - old)
-                    .bind(user.as_str())
-                    .bind(slot)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-            });
-            Ok(true)
-        })
-        .await
     }
 
     async fn delete(&self, user: &UserId, id: TodoId) -> Result<bool, StoreError> {
-        if let Pool::MySql(p) = &self.pool {
-            return retry_contended(|| procedures::delete(p, user, id)).await;
+        match &self.pool {
+            Pool::MySql(p) => retry_contended(|| procedures::delete(p, user, id)).await,
+            Pool::Sqlite(p, _) => {
+                let _writer = self.pool.write_lock().await;
+                const SQL: &str = "DELETE FROM todos WHERE id = ? AND user_id = ?";
+                let deleted = sqlx::query(SQL)
+                    .bind(id.0)
+                    .bind(user.as_str())
+                    .execute(p)
+                    .await?;
+                Ok(deleted.rows_affected() > 0)
+            }
         }
-        let _writer = self.pool.write_lock().await;
-        const SQL: &str = "DELETE FROM todos WHERE id = ? AND user_id = ?";
-        let sql = self.usage_sql;
-        let pool = &self.pool;
-        retry_contended(|| async move {
-            on_pool!(pool, |p| {
-                let (mut tx, slot) = begin_with_slot!(p, sql, user.as_str()).await?;
-                let old: Option<i64> = sqlx::query_scalar(sql.entry_bytes)
-                    .bind(id.0)
-                    .bind(user.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(old) = old else {
-                    return Ok(false);
-                };
-                sqlx::query(SQL)
-                    .bind(id.0)
-                    .bind(user.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(sql.add)
-                    .bind(-1_i64)
-                    .bind(-old)
-                    .bind(user.as_str())
-                    .bind(slot)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-            });
-            Ok(true)
-        })
-        .await
     }
 
     async fn list(
@@ -481,9 +416,129 @@ impl TodoStore for SqlTodoStore {
     }
 }
 
+/// SQLite's write paths, run under the service's write lock: one statement
+/// each, with the quota check in its WHERE clause and the usage counted by
+/// the triggers of migration `20261130000030_usage_triggers.sql`. Each
+/// statement is handed to a connection's thread and back; a transaction of
+/// several cost that hand-off per statement, all while holding the lock.
+mod statements {
+    use sqlx::SqlitePool;
+    use todoapp_db::StoreError;
+
+    use crate::domain::{Content, TodoId, UserId};
+    use crate::quota::{stored_bytes, QuotaSettings, Usage, WriteError};
+
+    const USAGE: &str = "SELECT COALESCE(SUM(entries), 0), COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?";
+    const ENTRY_BYTES: &str = "SELECT LENGTH(CAST(title AS BLOB)) + LENGTH(CAST(text AS BLOB)) FROM todos WHERE id = ? AND user_id = ?";
+
+    async fn usage(pool: &SqlitePool, user: &UserId) -> Result<Usage, StoreError> {
+        let (entries, bytes): (i64, i64) = sqlx::query_as(USAGE)
+            .bind(user.as_str())
+            .fetch_one(pool)
+            .await?;
+        Ok(Usage { entries, bytes })
+    }
+
+    /// A write the statement's quota check refused: which quota, by the
+    /// same rule in Rust (the write lock is still held, so the usage read
+    /// now is the one the statement saw).
+    fn refusal(admitted: Result<(), crate::quota::QuotaExceeded>) -> WriteError {
+        match admitted {
+            Err(quota) => quota.into(),
+            Ok(()) => {
+                StoreError::internal("a write was refused although its quota admits it").into()
+            }
+        }
+    }
+
+    fn limit(value: u64) -> i64 {
+        i64::try_from(value).unwrap_or(i64::MAX)
+    }
+
+    pub(super) async fn create(
+        pool: &SqlitePool,
+        user: &UserId,
+        content: &Content,
+        created: i64,
+        quota: QuotaSettings,
+    ) -> Result<i32, WriteError> {
+        const SQL: &str = "INSERT INTO todos (user_id, title, text, done, created_at) \
+            SELECT ?1, ?2, ?3, ?4, ?5 \
+            WHERE (SELECT COALESCE(SUM(entries), 0) FROM todo_usage WHERE user_id = ?1) < ?6 \
+            AND (SELECT COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?1) + ?7 <= ?8 \
+            RETURNING id";
+        let bytes = stored_bytes(content);
+        let id: Option<i32> = sqlx::query_scalar(SQL)
+            .bind(user.as_str())
+            .bind(&content.title)
+            .bind(&content.text)
+            .bind(content.done.unwrap_or(false))
+            .bind(created)
+            .bind(limit(quota.max_entries))
+            .bind(bytes)
+            .bind(limit(quota.max_bytes))
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::from)?;
+        match id {
+            Some(id) => Ok(id),
+            None => Err(refusal(
+                quota.admits_create(usage(pool, user).await?, bytes),
+            )),
+        }
+    }
+
+    pub(super) async fn update(
+        pool: &SqlitePool,
+        user: &UserId,
+        id: TodoId,
+        content: &Content,
+        updated: i64,
+        quota: QuotaSettings,
+    ) -> Result<bool, WriteError> {
+        // Shrinking is always admitted, even over a lowered quota.
+        const SQL: &str =
+            "UPDATE todos SET title = ?1, text = ?2, done = COALESCE(?3, done), updated_at = ?4 \
+            WHERE id = ?5 AND user_id = ?6 \
+            AND (?7 <= LENGTH(CAST(title AS BLOB)) + LENGTH(CAST(text AS BLOB)) \
+            OR (SELECT COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?6) \
+            - LENGTH(CAST(title AS BLOB)) - LENGTH(CAST(text AS BLOB)) + ?7 <= ?8)";
+        let bytes = stored_bytes(content);
+        let updated = sqlx::query(SQL)
+            .bind(&content.title)
+            .bind(&content.text)
+            .bind(content.done)
+            .bind(updated)
+            .bind(id.0)
+            .bind(user.as_str())
+            .bind(bytes)
+            .bind(limit(quota.max_bytes))
+            .execute(pool)
+            .await
+            .map_err(StoreError::from)?;
+        if updated.rows_affected() > 0 {
+            return Ok(true);
+        }
+        let old: Option<i64> = sqlx::query_scalar(ENTRY_BYTES)
+            .bind(id.0)
+            .bind(user.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::from)?;
+        match old {
+            None => Ok(false),
+            Some(old) => Err(refusal(quota.admits_update(
+                usage(pool, user).await?,
+                old,
+                bytes,
+            ))),
+        }
+    }
+}
+
 /// MariaDB's write paths: one call each of the procedures in migration
-/// `20261130000030_write_procedures.sql`, which run the same statements as
-/// the SQLite paths above in one round trip to the server.
+/// `20261130000030_write_procedures.sql`, which run in one round trip to the
+/// server what was a transaction of six or seven statements.
 mod procedures {
     use sqlx::MySqlPool;
     use todoapp_db::StoreError;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use todoapp_db::{connect, DatabaseSettings, Pool};
 use todoapp_runtime::Secret;
-use todoapp_todo::domain::{Content, Page, TodoId, UserId};
+use todoapp_todo::domain::{Content, Page, RequestId, TodoId, UserId};
 use todoapp_todo::quota::{QuotaExceeded, QuotaSettings, WriteError};
 use todoapp_todo::store::{SqlTodoStore, TodoStore};
 
@@ -261,6 +261,73 @@ async fn mariadb_updates_may_not_grow_past_the_byte_quota() {
     updates_may_not_grow_past_the_byte_quota(mariadb_pool("todo_quota_updates").await).await;
 }
 
+/// Every kind of write keeps the usage equal to what is stored: creates,
+/// idempotent creates and their repeats, updates that grow and shrink, and
+/// deletes, through the engine's own counting (SQLite: triggers; MariaDB:
+/// the write procedures and create_once's transaction), never counted twice.
+async fn usage_matches_the_entries_after_every_kind_of_write(pool: Pool) {
+    let store = store(pool.clone(), QuotaSettings::default()).await;
+    let (ann, bob) = (user(7), user(8));
+    let a = store
+        .create(&ann, &content("🎉", "ab"))
+        .await
+        .expect("create");
+    let b = store
+        .create(&ann, &content("x", "ü"))
+        .await
+        .expect("create");
+    let key = RequestId::parse("7f1c2b3a-4d5e-4f60-8a7b-1c2d3e4f5a6b")
+        .expect("uuid")
+        .expect("present");
+    let once = content("once", "only");
+    store
+        .create_once(&ann, &once, &key)
+        .await
+        .expect("create once");
+    store.create_once(&ann, &once, &key).await.expect("repeat");
+    store
+        .create(&bob, &content("bob", ""))
+        .await
+        .expect("create");
+    assert!(store
+        .update(&ann, TodoId(a), &content("grown", "longer text"))
+        .await
+        .expect("grow"));
+    assert!(store
+        .update(&ann, TodoId(b), &content("s", ""))
+        .await
+        .expect("shrink"));
+    assert!(store.delete(&ann, TodoId(b)).await.expect("delete"));
+    assert!(!store.delete(&ann, TodoId(b)).await.expect("delete again"));
+    assert!(!store
+        .update(&bob, TodoId(a), &content("not", "bob's"))
+        .await
+        .expect("another user's entry"));
+
+    for (who, expected) in [(&ann, (2, 5 + 11 + 4 + 4)), (&bob, (1, 3))] {
+        let usage: (i64, i64) = todoapp_db::on_pool!(&pool, |p| sqlx::query_as(
+            "SELECT CAST(SUM(entries) AS SIGNED), CAST(SUM(bytes) AS SIGNED) FROM todo_usage WHERE user_id = ?"
+        )
+        .bind(who.as_str())
+        .fetch_one(p)
+        .await)
+        .expect("usage");
+        assert_eq!(usage, expected, "usage of {}", who.as_str());
+    }
+}
+
+#[tokio::test]
+async fn sqlite_usage_matches_the_entries_after_every_kind_of_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    usage_matches_the_entries_after_every_kind_of_write(sqlite_pool(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn mariadb_usage_matches_the_entries_after_every_kind_of_write() {
+    usage_matches_the_entries_after_every_kind_of_write(mariadb_pool("todo_usage_kinds").await)
+        .await;
+}
+
 /// MariaDB's writes run as procedures that open their own transaction
 /// (migration `write_procedures`): one that fails inside must roll back and
 /// leave its connection outside any transaction, or the next call on that
@@ -323,23 +390,33 @@ async fn mariadb_a_failed_write_rolls_back_and_leaves_no_transaction_open() {
         .await
         .expect("get")
         .expect("still there");
-    assert_eq!((stored.title.as_str(), stored.text.as_str()), ("kept", "as it was"));
+    assert_eq!(
+        (stored.title.as_str(), stored.text.as_str()),
+        ("kept", "as it was")
+    );
     assert_eq!(count(&store, &ann).await, 1);
 }
 
-/// Runs the engine's migrations except those whose file name contains
-/// `left_out`, as an older release did.
+/// Runs the engine's migrations that come before the first one whose file
+/// name contains `left_out`, as an older release did.
 async fn migrate_without(pool: &Pool, engine: &str, left_out: &str) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let old = tempfile::tempdir().expect("tempdir");
+    let mut names: Vec<String> = std::fs::read_dir(manifest.join("migrations").join(engine))
+        .expect("migrations")
+        .map(|file| {
+            file.expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
     let mut copied = 0;
-    for file in std::fs::read_dir(manifest.join("migrations").join(engine)).expect("migrations") {
-        let path = file.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).expect("name");
-        if !name.contains(left_out) {
-            std::fs::copy(&path, old.path().join(name)).expect("copy");
-            copied += 1;
-        }
+    for name in names.iter().take_while(|name| !name.contains(left_out)) {
+        let path = manifest.join("migrations").join(engine).join(name);
+        std::fs::copy(&path, old.path().join(name)).expect("copy");
+        copied += 1;
     }
     assert!(copied >= 1);
     let older = sqlx::migrate::Migrator::new(old.path())
