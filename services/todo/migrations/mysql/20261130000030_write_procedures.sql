@@ -37,7 +37,10 @@ END;
 
 -- Stores an entry if the user's quota admits it. One row: (outcome, id) with
 -- outcome 0 = stored as id, 1 = refused by the entry quota, 2 = refused by
--- the byte quota (nothing stored).
+-- the byte quota (nothing stored). The count comes first: the UPDATE locks
+-- this node's slot of the user (as todo_begin_with_slot's locking read
+-- does, one statement sooner), and the sum read after it includes this
+-- entry.
 CREATE PROCEDURE todo_create(
     IN p_user CHAR(36) CHARACTER SET ascii COLLATE ascii_bin,
     IN p_title TEXT CHARACTER SET utf8mb4,
@@ -48,32 +51,42 @@ CREATE PROCEDURE todo_create(
     IN p_max_bytes BIGINT)
 MODIFIES SQL DATA
 BEGIN
-    DECLARE v_slot INT;
     DECLARE v_entries, v_bytes, v_new BIGINT;
     DECLARE v_id INT;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
     SET v_new = LENGTH(p_title) + LENGTH(p_text);
-    CALL todo_begin_with_slot(p_user, v_slot);
-    IF v_slot IS NULL THEN
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'todo_usage slot missing right after creating it';
+    START TRANSACTION;
+    -- entries + 1 always changes the row, so ROW_COUNT() is 0 only when the
+    -- slot is missing (whether or not the client counts found rows).
+    UPDATE todo_usage SET entries = entries + 1, bytes = bytes + v_new
+        WHERE user_id = p_user AND slot = @@auto_increment_offset;
+    IF ROW_COUNT() = 0 THEN
+        -- Created on its own, as in todo_begin_with_slot.
+        ROLLBACK;
+        INSERT IGNORE INTO todo_usage (user_id, slot, entries, bytes)
+            VALUES (p_user, @@auto_increment_offset, 0, 0);
+        START TRANSACTION;
+        UPDATE todo_usage SET entries = entries + 1, bytes = bytes + v_new
+            WHERE user_id = p_user AND slot = @@auto_increment_offset;
+        IF ROW_COUNT() = 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'todo_usage slot missing right after creating it';
+        END IF;
     END IF;
     -- A consistent (non-locking) read after the slot is locked: it sees
     -- every earlier write through this node, and locking the other nodes'
     -- slots would have their replicated writes abort this one.
     SELECT CAST(COALESCE(SUM(entries), 0) AS SIGNED), CAST(COALESCE(SUM(bytes), 0) AS SIGNED)
         INTO v_entries, v_bytes FROM todo_usage WHERE user_id = p_user;
-    IF v_entries >= p_max_entries THEN
+    IF v_entries > p_max_entries THEN
         ROLLBACK;
         SELECT 1 AS outcome, 0 AS id;
-    ELSEIF v_bytes + v_new > p_max_bytes THEN
+    ELSEIF v_bytes > p_max_bytes THEN
         ROLLBACK;
         SELECT 2 AS outcome, 0 AS id;
     ELSE
         INSERT INTO todos (user_id, title, text, done, created_at)
             VALUES (p_user, p_title, p_text, p_done, p_created);
         SET v_id = LAST_INSERT_ID();
-        UPDATE todo_usage SET entries = entries + 1, bytes = bytes + v_new
-            WHERE user_id = p_user AND slot = v_slot;
         COMMIT;
         SELECT 0 AS outcome, v_id AS id;
     END IF;
