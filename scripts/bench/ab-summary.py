@@ -1,17 +1,20 @@
 # Summarises scripts/bench/ab.sh: per scenario, median req/s and p99 of stack A and B, and stack CPU per call.
-import json,glob,statistics,sys
+import json,glob,os,statistics,sys
+# Scenario names to summarise, as SCENARIOS=get:64,list (the :C is ignored).
+SCEN=[x.split(':')[0] for x in os.environ.get('SCENARIOS','get,list').split(',')]
 pat=sys.argv[1] if len(sys.argv)>1 else '/tmp/bench-%s-*.json'
 res={}
 for s in 'ab':
     for f in sorted(glob.glob(pat%s)):
         r=json.load(open(f))
         for sc in r['scenarios']:
-            res.setdefault((sc['scenario'],s),[]).append((sc['rps'],sc['latency']['p99_ms'],sc['machine_cpu']['other_cores']))
-for sc in ['get','list']:
+            res.setdefault((sc['scenario'],s),[]).append((sc['rps'],sc['latency']['p99_ms'],sc['machine_cpu']['other_cores'],sc['latency']['p99.9_ms']))
+for sc in SCEN:
     a=[x[0] for x in res.get((sc,'a'),[])]; b=[x[0] for x in res.get((sc,'b'),[])]
     if not a or not b: continue
     pa=[x[1] for x in res[(sc,'a')]]; pb=[x[1] for x in res[(sc,'b')]]
-    print(f"{sc}: n={len(a)} A median {statistics.median(a):.0f} req/s (runs {', '.join(f'{x:.0f}' for x in a)}), p99 median {statistics.median(pa):.1f} ms; B median {statistics.median(b):.0f} req/s (runs {', '.join(f'{x:.0f}' for x in b)}), p99 median {statistics.median(pb):.1f} ms; A/B = {statistics.median(a)/statistics.median(b):.3f}; mean ratio {statistics.mean(a)/statistics.mean(b):.3f}; other cores max {max(x[2] for x in res[(sc,'a')]+res[(sc,'b')]):.2f}")
+    ta=[x[3] for x in res[(sc,'a')]]; tb=[x[3] for x in res[(sc,'b')]]
+    print(f"{sc}: n={len(a)} A median {statistics.median(a):.0f} req/s (runs {', '.join(f'{x:.0f}' for x in a)}), p99 median {statistics.median(pa):.1f} ms, p99.9 median {statistics.median(ta):.1f} ms; B median {statistics.median(b):.0f} req/s (runs {', '.join(f'{x:.0f}' for x in b)}), p99 median {statistics.median(pb):.1f} ms, p99.9 median {statistics.median(tb):.1f} ms; A/B = {statistics.median(a)/statistics.median(b):.3f}; mean ratio {statistics.mean(a)/statistics.mean(b):.3f}; other cores max {max(x[2] for x in res[(sc,'a')]+res[(sc,'b')]):.2f}")
 def per_side(sc, measure):
     """measure(scenario report) for every run of scenario sc, per stack (a, b);
     runs where measure gives None are left out."""
@@ -27,14 +30,14 @@ def per_side(sc, measure):
         out.append(vals)
     return out
 # CPU per call (stack processes: gateway + todo + user), microseconds, a steadier measure than req/s on a noisy VM
-for sc in ['get','list']:
+for sc in SCEN:
     out=per_side(sc, lambda x: sum(x['process_cpu'].values())/x['rps']*1e6)
     if out[0] and out[1]:
         print(f"{sc}: service CPU per call: A median {statistics.median(out[0]):.1f} us, B median {statistics.median(out[1]):.1f} us, ratio {statistics.median(out[0])/statistics.median(out[1]):.3f}")
 # The VM's speed drifts between rounds (the bench client's own CPU per call,
 # a fixed workload, moves in step with the stack's): the stack's CPU per call
 # divided by the client's cancels that drift.
-for sc in ['get','list']:
+for sc in SCEN:
     out=per_side(sc, lambda x: sum(x['process_cpu'].values())/x['client_cpu']['cores'] if x['client_cpu']['cores']>0 else None)
     if out[0] and out[1]:
         a,b=statistics.median(out[0]),statistics.median(out[1])
