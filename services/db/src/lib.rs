@@ -126,6 +126,21 @@ macro_rules! on_pool {
 /// events into `todoapp_db_pool_acquire_wait_seconds` without logging them.
 const ACQUIRE_EVENTS: log::LevelFilter = log::LevelFilter::Trace;
 
+/// sqlx pings every connection before handing it out by default: a round
+/// trip to the server (on SQLite a hand-off to the connection's thread and
+/// back) in front of every query. Only a connection that sat idle this long
+/// is checked now; one in steady use has just answered, and should it fail
+/// anyway the call fails as UNAVAILABLE and sqlx drops the connection.
+const CHECK_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// For `before_acquire`: whether a pooled connection may be handed out.
+async fn usable<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    Ok(meta.idle_for < CHECK_WHEN_IDLE_FOR || conn.ping().await.is_ok())
+}
+
 /// Settings every MariaDB session gets: strict mode so nothing is silently
 /// truncated or coerced, UTC, utf8mb4.
 const MYSQL_SESSION: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'";
@@ -167,6 +182,8 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .max_connections(settings.max_connections)
                 .acquire_timeout(acquire)
                 .acquire_time_level(ACQUIRE_EVENTS)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| Box::pin(usable(conn, meta)))
                 // Each connection is a thread with its own page cache;
                 // after a burst the pool shrinks back within seconds
                 // (reopening a SQLite connection is cheap).
@@ -191,6 +208,8 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .min_connections(1)
                 .acquire_timeout(acquire)
                 .acquire_time_level(ACQUIRE_EVENTS)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| Box::pin(usable(conn, meta)))
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(MYSQL_SESSION).await?;

@@ -276,3 +276,72 @@ async fn mariadb_idempotent_creates() {
     ))
     .await;
 }
+
+/// The pool checks a connection before handing it out only when it sat idle
+/// for a while (`todoapp_db`'s `CHECK_WHEN_IDLE_FOR`, 1 s): a connection the
+/// server dropped while idle is replaced unnoticed, while one in steady use
+/// costs no check in front of every query. A hot connection that died fails
+/// its next query once (the service answers UNAVAILABLE) and is replaced.
+#[tokio::test]
+async fn mariadb_checks_only_idle_connections_before_use() {
+    use sqlx::Connection;
+    let url = todoapp_devkit::mariadb::test_database("todo_pool_check")
+        .await
+        .expect("MariaDB for tests");
+    let pool = connect(&DatabaseSettings {
+        max_connections: 1,
+        ..settings(url.clone())
+    })
+    .await
+    .expect("connect");
+    let todoapp_db::Pool::MySql(pool) = pool else {
+        panic!("a MariaDB URL opened another engine");
+    };
+    let mut killer = sqlx::MySqlConnection::connect(&url)
+        .await
+        .expect("second connection");
+    let connection_id = || async {
+        sqlx::query_scalar::<_, i64>("SELECT CAST(CONNECTION_ID() AS SIGNED)")
+            .fetch_one(&pool)
+            .await
+    };
+    let idle = connection_id().await.expect("first query");
+    kill(&mut killer, idle).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let replaced = connection_id()
+        .await
+        .expect("an idle connection the server dropped is replaced before use");
+    assert_ne!(replaced, idle);
+
+    kill(&mut killer, replaced).await;
+    assert!(
+        connection_id().await.is_err(),
+        "a connection used a moment ago is handed out unchecked"
+    );
+    let fresh = connection_id()
+        .await
+        .expect("the broken connection was dropped and replaced");
+    assert_ne!(fresh, replaced);
+}
+
+/// Kills a MariaDB connection through another one and waits until the
+/// server has closed it (KILL returns before that).
+async fn kill(killer: &mut sqlx::MySqlConnection, id: i64) {
+    sqlx::query(&format!("KILL CONNECTION {id}"))
+        .execute(&mut *killer)
+        .await
+        .expect("kill");
+    for _ in 0..50 {
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?")
+                .bind(id)
+                .fetch_one(&mut *killer)
+                .await
+                .expect("processlist");
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("connection {id} still listed after KILL");
+}
