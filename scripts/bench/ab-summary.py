@@ -1,14 +1,22 @@
 # Summarises scripts/bench/ab.sh: per scenario, median req/s and p99 of stack A and B, and stack CPU per call.
 import json,glob,os,statistics,sys
-# Scenario names to summarise, as SCENARIOS=get:64,list (the :C is ignored).
-SCEN=[x.split(':')[0] for x in os.environ.get('SCENARIOS','get,list').split(',')]
+# Scenarios to summarise, as SCENARIOS=get:64,get:1,list: NAME:C is that
+# scenario at C calls in flight, a bare NAME every run of it.
+SCEN=os.environ.get('SCENARIOS','get,list').split(',')
+def name(x):
+    """A scenario report's NAME:C."""
+    return f"{x['scenario']}:{x['concurrency']}"
+def matches(x, sc):
+    return name(x)==sc or x['scenario']==sc
 pat=sys.argv[1] if len(sys.argv)>1 else '/tmp/bench-%s-*.json'
 res={}
 for s in 'ab':
     for f in sorted(glob.glob(pat%s)):
         r=json.load(open(f))
-        for sc in r['scenarios']:
-            res.setdefault((sc['scenario'],s),[]).append((sc['rps'],sc['latency']['p99_ms'],sc['machine_cpu']['other_cores'],sc['latency']['p99.9_ms']))
+        for x in r['scenarios']:
+            for sc in SCEN:
+                if matches(x, sc):
+                    res.setdefault((sc,s),[]).append((x['rps'],x['latency']['p99_ms'],x['machine_cpu']['other_cores'],x['latency']['p99.9_ms']))
 for sc in SCEN:
     a=[x[0] for x in res.get((sc,'a'),[])]; b=[x[0] for x in res.get((sc,'b'),[])]
     if not a or not b: continue
@@ -23,7 +31,7 @@ def per_side(sc, measure):
         vals=[]
         for f in sorted(glob.glob(pat%s)):
             for x in json.load(open(f))['scenarios']:
-                if x['scenario']==sc:
+                if matches(x, sc):
                     v=measure(x)
                     if v is not None:
                         vals.append(v)
