@@ -49,6 +49,13 @@ impl QuotaSettings {
         Ok(())
     }
 
+    /// (entries, bytes) as the statements that carry the check bind them:
+    /// BIGINT, where [`QuotaSettings::validate`] caps both.
+    pub fn sql_limits(&self) -> (i64, i64) {
+        let bigint = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        (bigint(self.max_entries), bigint(self.max_bytes))
+    }
+
     /// Whether one more entry of `bytes` fits next to `usage`.
     pub fn admits_create(&self, usage: Usage, bytes: i64) -> Result<(), QuotaExceeded> {
         if usage.entries >= self.max_entries as i64 {
@@ -222,6 +229,20 @@ mod tests {
             quota.admits_update(usage(2, 9_000), 100, 1_101),
             Err(QuotaExceeded::Bytes { limit: 10_000 })
         );
+    }
+
+    #[test]
+    fn sql_limits_are_the_settings_and_saturate_past_bigint() {
+        let quota = QuotaSettings {
+            max_entries: 3,
+            max_bytes: 10_000,
+        };
+        assert_eq!(quota.sql_limits(), (3, 10_000));
+        let unvalidated = QuotaSettings {
+            max_entries: u64::MAX,
+            max_bytes: u64::MAX,
+        };
+        assert_eq!(unvalidated.sql_limits(), (i64::MAX, i64::MAX));
     }
 
     #[test]

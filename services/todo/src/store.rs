@@ -451,10 +451,6 @@ mod statements {
         }
     }
 
-    fn limit(value: u64) -> i64 {
-        i64::try_from(value).unwrap_or(i64::MAX)
-    }
-
     pub(super) async fn create(
         pool: &SqlitePool,
         user: &UserId,
@@ -474,9 +470,9 @@ mod statements {
             .bind(&content.text)
             .bind(content.done.unwrap_or(false))
             .bind(created)
-            .bind(limit(quota.max_entries))
+            .bind(quota.sql_limits().0)
             .bind(bytes)
-            .bind(limit(quota.max_bytes))
+            .bind(quota.sql_limits().1)
             .fetch_optional(pool)
             .await
             .map_err(StoreError::from)?;
@@ -512,7 +508,7 @@ mod statements {
             .bind(id.0)
             .bind(user.as_str())
             .bind(bytes)
-            .bind(limit(quota.max_bytes))
+            .bind(quota.sql_limits().1)
             .execute(pool)
             .await
             .map_err(StoreError::from)?;
@@ -578,11 +574,6 @@ mod procedures {
         }
     }
 
-    /// Quotas fit in BIGINT: [`QuotaSettings::validate`] caps them there.
-    fn limit(value: u64) -> i64 {
-        i64::try_from(value).unwrap_or(i64::MAX)
-    }
-
     pub(super) async fn create(
         pool: &MySqlPool,
         user: &UserId,
@@ -596,8 +587,8 @@ mod procedures {
             .bind(&content.text)
             .bind(content.done.unwrap_or(false))
             .bind(created)
-            .bind(limit(quota.max_entries))
-            .bind(limit(quota.max_bytes))
+            .bind(quota.sql_limits().0)
+            .bind(quota.sql_limits().1)
             .fetch_one(pool)
             .await?;
         admitted(code, quota)?;
@@ -620,7 +611,7 @@ mod procedures {
             .bind(&content.text)
             .bind(content.done)
             .bind(updated)
-            .bind(limit(quota.max_bytes))
+            .bind(quota.sql_limits().1)
             .fetch_one(pool)
             .await?;
         admitted(code, quota)
