@@ -1,5 +1,8 @@
 //! The todo service's storage interface and its sqlx implementation
-//! (SQLite and MariaDB, same portable SQL).
+//! (SQLite and MariaDB): reads and idempotent creates in the same portable
+//! SQL on both; creates, updates and deletes in one call each, the way each
+//! engine allows (a statement with triggers on SQLite, a stored procedure on
+//! MariaDB).
 
 use std::future::Future;
 
