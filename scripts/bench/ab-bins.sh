@@ -7,7 +7,9 @@
 # Fair share lifted on both. Reports: /tmp/bench-{a,b}-ROUND.json; then
 #   SCENARIOS=create,update python3 scripts/bench/ab-summary.py
 # ROUNDS (default 6) rounds of SCENARIOS (default create:64,update:64,get:64),
-# B first every other round; EXTRA adds todoapp-bench arguments (e.g. -k 64).
+# B first every other round; EXTRA adds todoapp-bench arguments (e.g. -k 64);
+# ENV_A and ENV_B add settings to one stack only, e.g.
+#   ENV_B=TODOAPP_TODO_DATABASE__MAX_CONNECTIONS=4 ab-bins.sh D D sqlite
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 R=target/release
@@ -17,11 +19,11 @@ db=${3:-sqlite}
 lift_fair="TODOAPP_GATEWAY_FAIR_SHARE__READS_PER_SEC=1000000 TODOAPP_GATEWAY_FAIR_SHARE__READ_BURST=1000000 TODOAPP_GATEWAY_FAIR_SHARE__WRITES_PER_SEC=1000000 TODOAPP_GATEWAY_FAIR_SHARE__WRITE_BURST=1000000 TODOAPP_GATEWAY_FAIR_SHARE__MAX_IN_FLIGHT_PER_USER=100000"
 rm -rf /tmp/bench-a /tmp/bench-b /tmp/bench-[ab]-*.json /tmp/bench-[ab]-*.txt
 # shellcheck disable=SC2086
-env $lift_fair TODOAPP_BIN_DIR="$(realpath "$dir_a")" $R/todoapp-stack --state-dir /tmp/bench-a \
+env $lift_fair ${ENV_A:-} TODOAPP_BIN_DIR="$(realpath "$dir_a")" $R/todoapp-stack --state-dir /tmp/bench-a \
   --listen 127.0.0.1:0 --database "$db" > /tmp/bench-a.log 2>&1 &
 a=$!
 # shellcheck disable=SC2086
-env $lift_fair TODOAPP_BIN_DIR="$(realpath "$dir_b")" $R/todoapp-stack --state-dir /tmp/bench-b \
+env $lift_fair ${ENV_B:-} TODOAPP_BIN_DIR="$(realpath "$dir_b")" $R/todoapp-stack --state-dir /tmp/bench-b \
   --listen 127.0.0.1:0 --database "$db" > /tmp/bench-b.log 2>&1 &
 b=$!
 trap 'kill $a $b 2>/dev/null; wait' EXIT

@@ -37,6 +37,10 @@ pub trait Service {
     type Config: DeserializeOwned + Serialize + Default + Send + 'static;
 
     fn server_settings(config: &Self::Config) -> &ServerSettings;
+    /// Fills in, after loading, the settings whose default depends on
+    /// others (the pool size on the database engine), so that
+    /// `--print-config` shows what is in effect.
+    fn fill_defaults(_config: &mut Self::Config) {}
     fn validate(config: &Self::Config, files: FileChecks) -> Result<(), ConfigError>;
     fn migrate(config: Self::Config) -> impl Future<Output = Result<(), BoxError>> + Send;
     /// Opens what the service needs (keys, databases, upstreams) and takes
@@ -129,10 +133,11 @@ pub fn main<S: Service>() -> ExitCode {
         ExitCode::FAILURE
     };
 
-    let config: S::Config = match crate::config::load(S::NAME, cli.config.as_deref()) {
+    let mut config: S::Config = match crate::config::load(S::NAME, cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
+    S::fill_defaults(&mut config);
     let files = if cli.no_files || cli.print_config {
         FileChecks::Skip
     } else {

@@ -38,6 +38,10 @@ impl Service for TodoService {
         &config.server
     }
 
+    fn fill_defaults(config: &mut Self::Config) {
+        config.database.fill_defaults();
+    }
+
     fn validate(config: &TodoConfig, files: FileChecks) -> Result<(), ConfigError> {
         config.validate(files)
     }

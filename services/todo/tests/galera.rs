@@ -59,7 +59,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn settings(url: &str) -> DatabaseSettings {
     DatabaseSettings {
         url: Secret::new(url.to_owned()),
-        max_connections: 8,
+        max_connections: Some(8),
         ..DatabaseSettings::sqlite("unused")
     }
 }

@@ -340,7 +340,7 @@ async fn mariadb_a_failed_write_rolls_back_and_leaves_no_transaction_open() {
         .await
         .expect("MariaDB for tests");
     let pool = connect(&DatabaseSettings {
-        max_connections: 1,
+        max_connections: Some(1),
         ..settings(url)
     })
     .await

@@ -289,7 +289,7 @@ async fn mariadb_checks_only_idle_connections_before_use() {
         .await
         .expect("MariaDB for tests");
     let pool = connect(&DatabaseSettings {
-        max_connections: 1,
+        max_connections: Some(1),
         ..settings(url.clone())
     })
     .await

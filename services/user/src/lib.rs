@@ -42,6 +42,10 @@ impl Service for UserService {
         &config.server
     }
 
+    fn fill_defaults(config: &mut Self::Config) {
+        config.database.fill_defaults();
+    }
+
     fn validate(config: &UserConfig, files: FileChecks) -> Result<(), ConfigError> {
         config.validate(files)
     }

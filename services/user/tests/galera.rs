@@ -93,7 +93,7 @@ fn logins_from_one_address_through_every_node_do_not_conflict_and_stay_limited()
         for url in &urls {
             let database = DatabaseSettings {
                 url: Secret::new(url.clone()),
-                max_connections: 8,
+                max_connections: Some(8),
                 ..DatabaseSettings::sqlite("unused")
             };
             let pool = connect(&database).await.expect("connect");

@@ -156,7 +156,6 @@ pub fn database(url: &str) -> DatabaseSettings {
     // config layer's business.
     serde_json::from_value(serde_json::json!({
         "url": url,
-        "max_connections": defaults.max_connections,
         "acquire_timeout_ms": defaults.acquire_timeout_ms,
     }))
     .expect("database settings")
