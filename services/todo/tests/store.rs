@@ -345,3 +345,50 @@ async fn kill(killer: &mut sqlx::MySqlConnection, id: i64) {
     }
     panic!("connection {id} still listed after KILL");
 }
+
+/// SQLite commits only append to the WAL: the pool's connections run no
+/// automatic checkpoint (the commit that crossed 1000 WAL pages fsynced the
+/// database file while every writer queued behind it waited), and a
+/// background task moves the WAL into the database file within moments.
+#[tokio::test]
+async fn sqlite_commits_only_append_and_the_wal_is_checkpointed_in_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("todo.db");
+    let url = format!("sqlite://{}", path.display());
+    let todoapp_db::Pool::Sqlite(pool, _) = connect(&settings(url)).await.expect("connect") else {
+        panic!("a SQLite URL opened another engine");
+    };
+    let automatic: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(&pool)
+        .await
+        .expect("read wal_autocheckpoint");
+    assert_eq!(automatic, 0, "commits must not checkpoint");
+
+    // 8 MiB of rows: twice the WAL size that made a commit checkpoint.
+    sqlx::query("CREATE TABLE filler (data BLOB NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("table");
+    for _ in 0..8 {
+        sqlx::query(
+            "INSERT INTO filler (data) SELECT randomblob(4096) FROM \
+             (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 256) \
+             SELECT i FROM n)",
+        )
+        .execute(&pool)
+        .await
+        .expect("insert");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&path).expect("database file").len();
+        if size >= 8 << 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file holds {size} bytes 10 s after 8 MiB were written: no checkpoint"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
