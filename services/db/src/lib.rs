@@ -201,9 +201,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .foreign_keys(true)
                 // 1 MiB of page cache per connection (SQLite's default is
                 // 2 MiB), so a full pool stays small; the OS caches the file.
-                .pragma("cache_size", "-1024")
-                // Commits only append to the WAL; see spawn_checkpointer.
-                .pragma("wal_autocheckpoint", "0");
+                .pragma("cache_size", "-1024");
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.pool_size(kind))
                 .acquire_timeout(acquire)
@@ -216,7 +214,6 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .idle_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;
-            spawn_checkpointer(pool.clone());
             Ok(Pool::Sqlite(pool, Default::default()))
         }
         Kind::MySql => {
@@ -251,41 +248,6 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
             Ok(Pool::MySql(pool))
         }
     }
-}
-
-/// How often the background checkpointer copies the SQLite WAL into the
-/// database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
-/// SQLite's automatic checkpoint runs inside the commit that takes the WAL
-/// past 1000 pages and fsyncs the database file while that writer, and
-/// every writer queued behind it on the service's write lock, waits: about
-/// 20 ms each time on these machines, and up to seconds when the disk is
-/// busy (seen as p99.9 spikes of 1.3 and 2.8 s under UpdateToDo). Here
-/// checkpoints run instead, on a pool connection of their own and PASSIVE
-/// (never waiting for readers or writers), so writers only append to the
-/// WAL. The task ends once the pool is closed; the last connection to close
-/// checkpoints what is left.
-fn spawn_checkpointer(pool: SqlitePool) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if pool.is_closed() {
-                return;
-            }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&pool)
-                .await
-            {
-                if pool.is_closed() {
-                    return;
-                }
-                tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
-            }
-        }
-    });
 }
 
 /// Now, in Unix microseconds: how both stores keep timestamps.
