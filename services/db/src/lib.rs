@@ -155,6 +155,8 @@ const ACQUIRE_EVENTS: log::LevelFilter = log::LevelFilter::Trace;
 /// back) in front of every query. Only a connection that sat idle this long
 /// is checked now; one in steady use has just answered, and should it fail
 /// anyway the call fails as UNAVAILABLE and sqlx drops the connection.
+/// (sqlx 0.8 also pings each connection as it goes back into the pool, in a
+/// task of its own after the caller has its rows; that one has no switch.)
 const CHECK_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// For `before_acquire`: whether a pooled connection may be handed out.
