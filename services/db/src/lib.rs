@@ -119,6 +119,13 @@ fn mysql_url(url: &str) -> String {
     }
 }
 
+/// What every handle on one SQLite pool shares besides the sqlx pool.
+#[derive(Debug)]
+pub struct SqliteShared {
+    write_lock: tokio::sync::Mutex<()>,
+    reads: SqliteReads,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Sqlite,
@@ -128,8 +135,9 @@ pub enum Kind {
 /// An open pool on one of the supported engines.
 #[derive(Debug, Clone)]
 pub enum Pool {
-    /// With the lock every writer takes first (see [`Pool::write_lock`]).
-    Sqlite(SqlitePool, std::sync::Arc<tokio::sync::Mutex<()>>),
+    /// With the lock every writer takes first (see [`Pool::write_lock`])
+    /// and the connections reads run on ([`Pool::sqlite_reads`]).
+    Sqlite(SqlitePool, std::sync::Arc<SqliteShared>),
     MySql(MySqlPool),
 }
 
@@ -204,6 +212,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 // 1 MiB of page cache per connection (SQLite's default is
                 // 2 MiB), so a full pool stays small; the OS caches the file.
                 .pragma("cache_size", "-1024");
+            let reads = SqliteReads::new(options.get_filename().to_owned());
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.pool_size(kind))
                 .acquire_timeout(acquire)
@@ -216,7 +225,11 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .idle_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;
-            Ok(Pool::Sqlite(pool, Default::default()))
+            let shared = SqliteShared {
+                write_lock: Default::default(),
+                reads,
+            };
+            Ok(Pool::Sqlite(pool, std::sync::Arc::new(shared)))
         }
         Kind::MySql => {
             let mut options = MySqlConnectOptions::from_str(&mysql_url(settings.url.expose()))
@@ -303,9 +316,9 @@ impl Pool {
                 )
             });
         match self {
-            Pool::Sqlite(_, lock) => {
+            Pool::Sqlite(_, shared) => {
                 let start = std::time::Instant::now();
-                let guard = lock.lock().await;
+                let guard = shared.write_lock.lock().await;
                 WAIT.observe(start.elapsed().as_secs_f64());
                 Some(guard)
             }
@@ -331,12 +344,29 @@ impl Pool {
             "Idle database connections in the pool",
             move || on_pool!(&pool, |p| p.num_idle() as i64),
         );
+        if let Pool::Sqlite(_, shared) = self {
+            let shared = shared.clone();
+            todoapp_runtime::metrics::sampled_gauge(
+                "todoapp_db_sqlite_read_connections",
+                "SQLite connections open for reads on the calling thread (idle and in use)",
+                move || shared.reads.connections() as i64,
+            );
+        }
         let pool = self.clone();
         todoapp_runtime::metrics::sampled_gauge(
             "todoapp_db_pool_max_connections",
             "Most database connections the pool may open",
             move || on_pool!(&pool, |p| i64::from(p.options().get_max_connections())),
         );
+    }
+
+    /// On SQLite, the connections reads run on the calling thread with
+    /// ([`SqliteReads`]); `None` on MariaDB, where a read is a round trip.
+    pub fn sqlite_reads(&self) -> Option<&SqliteReads> {
+        match self {
+            Pool::Sqlite(_, shared) => Some(&shared.reads),
+            Pool::MySql(_) => None,
+        }
     }
 
     /// Whether the pool can hand out a working connection right now.
@@ -352,13 +382,18 @@ impl Pool {
     }
 
     pub async fn close(&self) {
+        if let Some(reads) = self.sqlite_reads() {
+            reads.close();
+        }
         on_pool!(self, |p| p.close().await)
     }
 }
 
 pub mod migration;
 mod retry;
+mod sqlite_reads;
 pub use retry::{retry_contended, Contended, RETRY_ATTEMPTS};
+pub use sqlite_reads::SqliteReads;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -53,6 +53,19 @@ impl From<Row> for TodoRecord {
     }
 }
 
+/// A row of `SELECT id, title, text, done, created_at, updated_at` on
+/// SQLite's read connections ([`todoapp_db::SqliteReads`]).
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TodoRecord> {
+    Ok(TodoRecord {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        text: row.get(2)?,
+        done: row.get(3)?,
+        created_at: row.get(4)?,
+        updated_at: row.get(5)?,
+    })
+}
+
 /// Every operation is scoped to one user: another user's entries do not exist.
 pub trait TodoStore: Send + Sync + 'static {
     /// Refused with [`WriteError::Quota`] when the user's quota is full.
@@ -167,8 +180,6 @@ impl SqlTodoStore {
         })
     }
 }
-
-const COLUMNS: &str = "id, title, text, done, created_at, updated_at";
 
 /// Begins a transaction holding this node's usage slot of the user locked,
 /// creating the slot first (on its own) when the user has none yet here;
@@ -343,8 +354,16 @@ impl TodoStore for SqlTodoStore {
     }
 
     async fn get(&self, user: &UserId, id: TodoId) -> Result<Option<TodoRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM todos WHERE id = ? AND user_id = ?");
-        let row: Option<Row> = on_pool!(&self.pool, |p| sqlx::query_as(&sql)
+        const SQL: &str = "SELECT id, title, text, done, created_at, updated_at FROM todos WHERE id = ? AND user_id = ?";
+        if let Some(reads) = self.pool.sqlite_reads() {
+            return reads.read(|conn| {
+                use rusqlite::OptionalExtension;
+                conn.prepare_cached(SQL)?
+                    .query_row((id.0, user.as_str()), read_row)
+                    .optional()
+            });
+        }
+        let row: Option<Row> = on_pool!(&self.pool, |p| sqlx::query_as(SQL)
             .bind(id.0)
             .bind(user.as_str())
             .fetch_optional(p)
@@ -393,12 +412,28 @@ impl TodoStore for SqlTodoStore {
         page: Page,
         max_bytes: usize,
     ) -> Result<Vec<TodoRecord>, StoreError> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM todos WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?");
-        // Rows are streamed, so a page of large entries never sits in
-        // memory beyond the budget.
+        const SQL: &str = "SELECT id, title, text, done, created_at, updated_at FROM todos WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?";
+        // Rows are read one at a time, so a page of large entries never sits
+        // in memory beyond the budget.
+        if let Some(reads) = self.pool.sqlite_reads() {
+            return reads.read(|conn| {
+                let mut statement = conn.prepare_cached(SQL)?;
+                let mut found = statement.query((user.as_str(), page.after, page.limit))?;
+                let mut records = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(row) = found.next()? {
+                    let record = read_row(row)?;
+                    bytes += record.title.len() + record.text.len();
+                    records.push(record);
+                    if bytes > max_bytes {
+                        break;
+                    }
+                }
+                Ok(records)
+            });
+        }
         let rows: Vec<Row> = on_pool!(&self.pool, |p| async {
-            let mut stream = sqlx::query_as::<_, Row>(&sql)
+            let mut stream = sqlx::query_as::<_, Row>(SQL)
                 .bind(user.as_str())
                 .bind(page.after)
                 .bind(i64::from(page.limit))

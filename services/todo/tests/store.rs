@@ -154,6 +154,79 @@ async fn sqlite_store() {
     exercise(store).await;
 }
 
+/// SQLite reads run on the calling thread on connections of their own: they
+/// answer while every pooled connection and the write lock are taken, see
+/// writes committed through the pool at once, reuse one connection when
+/// called one after another, and fail as UNAVAILABLE once the pool closes.
+#[tokio::test]
+async fn sqlite_reads_need_no_pooled_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("todo.db").display());
+    let db = DatabaseSettings {
+        acquire_timeout_ms: 300,
+        ..settings(url)
+    };
+    let pool = connect(&db).await.expect("connect");
+    let store = SqlTodoStore::new(pool.clone());
+    store.migrate().await.expect("migrate");
+    let ann = UserId::parse("11111111-1111-4111-8111-111111111111").expect("uuid");
+    let id = store
+        .create(&ann, &content("kept", "", None))
+        .await
+        .expect("create");
+
+    let todoapp_db::Pool::Sqlite(sqlx_pool, _) = &pool else {
+        panic!("a SQLite pool");
+    };
+    let mut held = Vec::new();
+    for _ in 0..db.pool_size(Kind::Sqlite) {
+        held.push(sqlx_pool.acquire().await.expect("a pooled connection"));
+    }
+    let _writer = pool.write_lock().await;
+    for _ in 0..3 {
+        let got = store
+            .get(&ann, TodoId(id))
+            .await
+            .expect("get without the pool");
+        assert_eq!(got.expect("exists").title, "kept");
+        let page = store
+            .list(
+                &ann,
+                Page {
+                    after: 0,
+                    limit: 10,
+                },
+                usize::MAX,
+            )
+            .await
+            .expect("list without the pool");
+        assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+    }
+    let reads = pool.sqlite_reads().expect("SQLite reads");
+    assert_eq!(reads.connections(), 1, "one read connection, reused");
+    // Writes by the pool's connections are seen by the next read.
+    sqlx::query("UPDATE todos SET title = 'changed' WHERE id = ?")
+        .bind(id)
+        .execute(&mut *held[0])
+        .await
+        .expect("update through a pooled connection");
+    let got = store.get(&ann, TodoId(id)).await.expect("get");
+    assert_eq!(got.expect("exists").title, "changed");
+    // The read connections refuse writes.
+    let refused = reads.read(|conn| conn.execute("DELETE FROM todos", ()));
+    assert!(refused.is_err(), "a read connection wrote: {refused:?}");
+
+    drop(_writer);
+    drop(held);
+    pool.close().await;
+    assert_eq!(reads.connections(), 0, "closing the pool closes them");
+    let closed = store.get(&ann, TodoId(id)).await;
+    assert!(
+        matches!(closed, Err(todoapp_db::StoreError::Unavailable(_))),
+        "{closed:?}"
+    );
+}
+
 #[tokio::test]
 async fn mariadb_store() {
     let url = todoapp_devkit::mariadb::test_database("todo_store")
