@@ -124,6 +124,7 @@ fn mysql_url(url: &str) -> String {
 pub struct SqliteShared {
     write_lock: tokio::sync::Mutex<()>,
     reads: SqliteReads,
+    checkpointer: std::sync::Mutex<Option<sqlite_checkpoint::Checkpointer>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,8 +212,12 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .foreign_keys(true)
                 // 1 MiB of page cache per connection (SQLite's default is
                 // 2 MiB), so a full pool stays small; the OS caches the file.
-                .pragma("cache_size", "-1024");
-            let reads = SqliteReads::new(options.get_filename().to_owned());
+                .pragma("cache_size", "-1024")
+                // Commits only append to the WAL; a thread of its own
+                // checkpoints (see sqlite_checkpoint).
+                .pragma("wal_autocheckpoint", "0");
+            let file = options.get_filename().to_owned();
+            let reads = SqliteReads::new(file.clone());
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.pool_size(kind))
                 .acquire_timeout(acquire)
@@ -225,11 +230,19 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 .idle_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;
-            let shared = SqliteShared {
+            let shared = std::sync::Arc::new(SqliteShared {
                 write_lock: Default::default(),
                 reads,
-            };
-            Ok(Pool::Sqlite(pool, std::sync::Arc::new(shared)))
+                checkpointer: Default::default(),
+            });
+            let checkpointer =
+                sqlite_checkpoint::Checkpointer::spawn(&file, std::sync::Arc::downgrade(&shared))
+                    .map_err(|e| StoreError::Internal(e.into()))?;
+            *shared
+                .checkpointer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(checkpointer);
+            Ok(Pool::Sqlite(pool, shared))
         }
         Kind::MySql => {
             let mut options = MySqlConnectOptions::from_str(&mysql_url(settings.url.expose()))
@@ -381,9 +394,20 @@ impl Pool {
         }
     }
 
+    /// Closes every connection. On SQLite the checkpoint thread and the
+    /// read connections go first, so that the pool's last connection
+    /// checkpoints the WAL as it closes and removes it.
     pub async fn close(&self) {
-        if let Some(reads) = self.sqlite_reads() {
-            reads.close();
+        if let Pool::Sqlite(_, shared) = self {
+            shared.reads.close();
+            let checkpointer = shared
+                .checkpointer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(checkpointer) = checkpointer {
+                let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
+            }
         }
         on_pool!(self, |p| p.close().await)
     }
@@ -391,6 +415,7 @@ impl Pool {
 
 pub mod migration;
 mod retry;
+mod sqlite_checkpoint;
 mod sqlite_reads;
 pub use retry::{retry_contended, Contended, RETRY_ATTEMPTS};
 pub use sqlite_reads::SqliteReads;
