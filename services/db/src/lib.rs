@@ -124,6 +124,7 @@ fn mysql_url(url: &str) -> String {
 pub struct SqliteShared {
     write_lock: tokio::sync::Mutex<()>,
     reads: SqliteReads,
+    writer: SqliteWriter,
     checkpointer: std::sync::Mutex<Option<sqlite_checkpoint::Checkpointer>>,
 }
 
@@ -233,6 +234,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
             let shared = std::sync::Arc::new(SqliteShared {
                 write_lock: Default::default(),
                 reads,
+                writer: SqliteWriter::new(file.clone()),
                 checkpointer: Default::default(),
             });
             let checkpointer =
@@ -382,6 +384,20 @@ impl Pool {
         }
     }
 
+    /// On SQLite, runs `write` on the calling thread, on the one writer
+    /// connection, holding the write lock ([`SqliteWriter`]). `write` must
+    /// not wait on anything but SQLite. An internal error on MariaDB.
+    pub async fn sqlite_write<T, E: From<StoreError>>(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let Pool::Sqlite(_, shared) = self else {
+            return Err(StoreError::internal("a SQLite write on another engine").into());
+        };
+        let _writer = self.write_lock().await;
+        shared.writer.write(write)
+    }
+
     /// Whether the pool can hand out a working connection right now.
     pub async fn ping(&self) -> bool {
         on_pool!(self, |p| sqlx::query("SELECT 1").execute(p).await.is_ok())
@@ -400,6 +416,7 @@ impl Pool {
     pub async fn close(&self) {
         if let Pool::Sqlite(_, shared) = self {
             shared.reads.close();
+            shared.writer.close();
             let checkpointer = shared
                 .checkpointer
                 .lock()
@@ -417,8 +434,10 @@ pub mod migration;
 mod retry;
 mod sqlite_checkpoint;
 mod sqlite_reads;
+mod sqlite_writer;
 pub use retry::{retry_contended, Contended, RETRY_ATTEMPTS};
 pub use sqlite_reads::SqliteReads;
+pub use sqlite_writer::SqliteWriter;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -30,6 +30,8 @@ use crate::SqliteShared;
 const BUSY_EVERY: Duration = Duration::from_millis(25);
 /// How often it looks while the WAL is not growing.
 const IDLE_EVERY: Duration = Duration::from_millis(250);
+/// How long it waits after a failure (one warning each time).
+const AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// WAL frames (pages, 4 KiB each) past which writers are held for a moment
 /// so that the WAL starts over: about 16 MiB.
@@ -80,7 +82,10 @@ fn run(path: &Path, shared: &Weak<SqliteShared>, stopped: &std::sync::mpsc::Rece
                 .map_err(|e| tracing::warn!(error = %e, "SQLite checkpointer cannot open the database; retrying"))
                 .ok();
         }
-        let Some(open) = &conn else { continue };
+        let Some(open) = &conn else {
+            wait = AFTER_FAILURE;
+            continue;
+        };
         match checkpoint(open, &shared, &mut forced_at) {
             Ok(frames) => {
                 wait = if frames == last_frames {
@@ -93,6 +98,7 @@ fn run(path: &Path, shared: &Weak<SqliteShared>, stopped: &std::sync::mpsc::Rece
             Err(e) => {
                 tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
                 conn = None;
+                wait = AFTER_FAILURE;
             }
         }
     }
@@ -126,7 +132,7 @@ fn checkpoint(
         tracing::debug!(
             wal_frames,
             copied,
-            held_us = start.elapsed().as_micros() as u64,
+            waited_and_copied_us = start.elapsed().as_micros() as u64,
             "SQLite WAL checkpointed under the write lock, to start over"
         );
         *forced_at = wal_frames;

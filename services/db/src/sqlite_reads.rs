@@ -125,11 +125,27 @@ impl From<rusqlite::Error> for StoreError {
         use rusqlite::ErrorCode::{
             CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure,
         };
-        match error.sqlite_error_code() {
-            Some(DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure | DiskFull) => {
-                StoreError::Unavailable(error.into())
+        match &error {
+            rusqlite::Error::SqliteFailure(failure, Some(message))
+                if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                // As [`crate::violated_constraint`]: the indexed columns.
+                let constraint = message
+                    .strip_prefix("UNIQUE constraint failed: ")
+                    .unwrap_or_default()
+                    .to_owned();
+                StoreError::Conflict {
+                    constraint,
+                    source: error.into(),
+                }
             }
-            _ => StoreError::Internal(error.into()),
+            _ => match error.sqlite_error_code() {
+                Some(DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure | DiskFull) => {
+                    StoreError::Unavailable(error.into())
+                }
+                _ => StoreError::Internal(error.into()),
+            },
         }
     }
 }

@@ -263,9 +263,10 @@ impl TodoStore for SqlTodoStore {
             Pool::MySql(p) => {
                 retry_contended(|| procedures::create(p, user, content, created, quota)).await
             }
-            Pool::Sqlite(p, _) => {
-                let _writer = self.pool.write_lock().await;
-                statements::create(p, user, content, created, quota).await
+            Pool::Sqlite(..) => {
+                self.pool
+                    .sqlite_write(|conn| statements::create(conn, user, content, created, quota))
+                    .await
             }
         }
     }
@@ -383,9 +384,12 @@ impl TodoStore for SqlTodoStore {
             Pool::MySql(p) => {
                 retry_contended(|| procedures::update(p, user, id, content, updated, quota)).await
             }
-            Pool::Sqlite(p, _) => {
-                let _writer = self.pool.write_lock().await;
-                statements::update(p, user, id, content, updated, quota).await
+            Pool::Sqlite(..) => {
+                self.pool
+                    .sqlite_write(|conn| {
+                        statements::update(conn, user, id, content, updated, quota)
+                    })
+                    .await
             }
         }
     }
@@ -393,15 +397,10 @@ impl TodoStore for SqlTodoStore {
     async fn delete(&self, user: &UserId, id: TodoId) -> Result<bool, StoreError> {
         match &self.pool {
             Pool::MySql(p) => retry_contended(|| procedures::delete(p, user, id)).await,
-            Pool::Sqlite(p, _) => {
-                let _writer = self.pool.write_lock().await;
-                const SQL: &str = "DELETE FROM todos WHERE id = ? AND user_id = ?";
-                let deleted = sqlx::query(SQL)
-                    .bind(id.0)
-                    .bind(user.as_str())
-                    .execute(p)
-                    .await?;
-                Ok(deleted.rows_affected() > 0)
+            Pool::Sqlite(..) => {
+                self.pool
+                    .sqlite_write(|conn| statements::delete(conn, user, id))
+                    .await
             }
         }
     }
@@ -454,13 +453,12 @@ impl TodoStore for SqlTodoStore {
     }
 }
 
-/// SQLite's write paths, run under the service's write lock: one statement
-/// each, with the quota check in its WHERE clause and the usage counted by
-/// the triggers of migration `20261130000030_usage_triggers.sql`. Each
-/// statement is handed to a connection's thread and back; a transaction of
-/// several cost that hand-off per statement, all while holding the lock.
+/// SQLite's write paths, run on the calling thread under the service's
+/// write lock ([`todoapp_db::Pool::sqlite_write`]): one statement each,
+/// with the quota check in its WHERE clause and the usage counted by the
+/// triggers of migration `20261130000030_usage_triggers.sql`.
 mod statements {
-    use sqlx::SqlitePool;
+    use rusqlite::{Connection, OptionalExtension};
     use todoapp_db::StoreError;
 
     use crate::domain::{Content, TodoId, UserId};
@@ -469,11 +467,17 @@ mod statements {
     const USAGE: &str = "SELECT COALESCE(SUM(entries), 0), COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?";
     const ENTRY_BYTES: &str = "SELECT LENGTH(CAST(title AS BLOB)) + LENGTH(CAST(text AS BLOB)) FROM todos WHERE id = ? AND user_id = ?";
 
-    async fn usage(pool: &SqlitePool, user: &UserId) -> Result<Usage, StoreError> {
-        let (entries, bytes): (i64, i64) = sqlx::query_as(USAGE)
-            .bind(user.as_str())
-            .fetch_one(pool)
-            .await?;
+    fn failed(error: rusqlite::Error) -> WriteError {
+        StoreError::from(error).into()
+    }
+
+    fn usage(conn: &Connection, user: &UserId) -> Result<Usage, WriteError> {
+        let (entries, bytes) = conn
+            .prepare_cached(USAGE)
+            .and_then(|mut usage| {
+                usage.query_row([user.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+            })
+            .map_err(failed)?;
         Ok(Usage { entries, bytes })
     }
 
@@ -489,8 +493,8 @@ mod statements {
         }
     }
 
-    pub(super) async fn create(
-        pool: &SqlitePool,
+    pub(super) fn create(
+        conn: &Connection,
         user: &UserId,
         content: &Content,
         created: i64,
@@ -502,28 +506,34 @@ mod statements {
             AND (SELECT COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?1) + ?7 <= ?8 \
             RETURNING id";
         let bytes = stored_bytes(content);
-        let id: Option<i32> = sqlx::query_scalar(SQL)
-            .bind(user.as_str())
-            .bind(&content.title)
-            .bind(&content.text)
-            .bind(content.done.unwrap_or(false))
-            .bind(created)
-            .bind(quota.sql_limits().0)
-            .bind(bytes)
-            .bind(quota.sql_limits().1)
-            .fetch_optional(pool)
-            .await
-            .map_err(StoreError::from)?;
-        match id {
-            Some(id) => Ok(id),
-            None => Err(refusal(
-                quota.admits_create(usage(pool, user).await?, bytes),
-            )),
+        let (max_entries, max_bytes) = quota.sql_limits();
+        let mut insert = conn.prepare_cached(SQL).map_err(failed)?;
+        // Read to the end: the statement (and so its transaction) is done
+        // before the lock is released.
+        let ids: Vec<i32> = insert
+            .query_map(
+                rusqlite::params![
+                    user.as_str(),
+                    content.title,
+                    content.text,
+                    content.done.unwrap_or(false),
+                    created,
+                    max_entries,
+                    bytes,
+                    max_bytes,
+                ],
+                |row| row.get(0),
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(failed)?;
+        match ids.first() {
+            Some(&id) => Ok(id),
+            None => Err(refusal(quota.admits_create(usage(conn, user)?, bytes))),
         }
     }
 
-    pub(super) async fn update(
-        pool: &SqlitePool,
+    pub(super) fn update(
+        conn: &Connection,
         user: &UserId,
         id: TodoId,
         content: &Content,
@@ -538,35 +548,43 @@ mod statements {
             OR (SELECT COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?6) \
             - LENGTH(CAST(title AS BLOB)) - LENGTH(CAST(text AS BLOB)) + ?7 <= ?8)";
         let bytes = stored_bytes(content);
-        let updated = sqlx::query(SQL)
-            .bind(&content.title)
-            .bind(&content.text)
-            .bind(content.done)
-            .bind(updated)
-            .bind(id.0)
-            .bind(user.as_str())
-            .bind(bytes)
-            .bind(quota.sql_limits().1)
-            .execute(pool)
-            .await
-            .map_err(StoreError::from)?;
-        if updated.rows_affected() > 0 {
+        let changed = conn
+            .prepare_cached(SQL)
+            .and_then(|mut update| {
+                update.execute(rusqlite::params![
+                    content.title,
+                    content.text,
+                    content.done,
+                    updated,
+                    id.0,
+                    user.as_str(),
+                    bytes,
+                    quota.sql_limits().1,
+                ])
+            })
+            .map_err(failed)?;
+        if changed > 0 {
             return Ok(true);
         }
-        let old: Option<i64> = sqlx::query_scalar(ENTRY_BYTES)
-            .bind(id.0)
-            .bind(user.as_str())
-            .fetch_optional(pool)
-            .await
-            .map_err(StoreError::from)?;
+        let old: Option<i64> = conn
+            .prepare_cached(ENTRY_BYTES)
+            .and_then(|mut old| {
+                old.query_row((id.0, user.as_str()), |row| row.get(0))
+                    .optional()
+            })
+            .map_err(failed)?;
         match old {
             None => Ok(false),
-            Some(old) => Err(refusal(quota.admits_update(
-                usage(pool, user).await?,
-                old,
-                bytes,
-            ))),
+            Some(old) => Err(refusal(quota.admits_update(usage(conn, user)?, old, bytes))),
         }
+    }
+
+    pub(super) fn delete(conn: &Connection, user: &UserId, id: TodoId) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM todos WHERE id = ? AND user_id = ?";
+        let deleted = conn
+            .prepare_cached(SQL)
+            .and_then(|mut delete| delete.execute((id.0, user.as_str())))?;
+        Ok(deleted > 0)
     }
 }
 

@@ -154,12 +154,13 @@ async fn sqlite_store() {
     exercise(store).await;
 }
 
-/// SQLite reads run on the calling thread on connections of their own: they
-/// answer while every pooled connection and the write lock are taken, see
-/// writes committed through the pool at once, reuse one connection when
-/// called one after another, and fail as UNAVAILABLE once the pool closes.
+/// SQLite reads and writes run on the calling thread on connections of
+/// their own: reads answer while every pooled connection and the write lock
+/// are taken, see writes committed through the pool at once, reuse one
+/// connection when called one after another; writes need no pooled
+/// connection either; both fail as UNAVAILABLE once the pool closes.
 #[tokio::test]
-async fn sqlite_reads_need_no_pooled_connection() {
+async fn sqlite_reads_and_writes_need_no_pooled_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("todo.db").display());
     let db = DatabaseSettings {
@@ -217,10 +218,40 @@ async fn sqlite_reads_need_no_pooled_connection() {
     assert!(refused.is_err(), "a read connection wrote: {refused:?}");
 
     drop(_writer);
+    // Writes, with every pooled connection still taken.
+    let second = store
+        .create(&ann, &content("second", "", None))
+        .await
+        .expect("create without the pool");
+    assert!(store
+        .update(
+            &ann,
+            TodoId(second),
+            &content("second, changed", "", Some(true))
+        )
+        .await
+        .expect("update without the pool"));
+    let got = store.get(&ann, TodoId(second)).await.expect("get");
+    assert_eq!(got.expect("exists").title, "second, changed");
+    assert!(store
+        .delete(&ann, TodoId(second))
+        .await
+        .expect("delete without the pool"));
+    assert!(store
+        .get(&ann, TodoId(second))
+        .await
+        .expect("get")
+        .is_none());
+
     drop(held);
     pool.close().await;
     assert_eq!(reads.connections(), 0, "closing the pool closes them");
     let closed = store.get(&ann, TodoId(id)).await;
+    assert!(
+        matches!(closed, Err(todoapp_db::StoreError::Unavailable(_))),
+        "{closed:?}"
+    );
+    let closed = store.delete(&ann, TodoId(id)).await;
     assert!(
         matches!(closed, Err(todoapp_db::StoreError::Unavailable(_))),
         "{closed:?}"
