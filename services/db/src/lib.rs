@@ -6,6 +6,11 @@
 //! strict SQL mode and utf8mb4 on MariaDB, WAL and a busy timeout on SQLite,
 //! and a short acquire timeout so a vanished database surfaces as
 //! UNAVAILABLE within seconds instead of hanging calls.
+//!
+//! On SQLite the hot reads and one-statement writes skip sqlx, which runs
+//! every connection on a thread of its own: they run on the calling thread
+//! (`sqlite_reads`, `sqlite_writer`), and checkpoints run on a thread of
+//! their own instead of inside commits (`sqlite_checkpoint`).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -119,7 +124,9 @@ fn mysql_url(url: &str) -> String {
     }
 }
 
-/// What every handle on one SQLite pool shares besides the sqlx pool.
+/// What every handle on one SQLite pool shares besides the sqlx pool, which
+/// serves migrations, transactions of several statements and the services'
+/// other queries.
 #[derive(Debug)]
 pub struct SqliteShared {
     write_lock: tokio::sync::Mutex<()>,
@@ -137,8 +144,10 @@ pub enum Kind {
 /// An open pool on one of the supported engines.
 #[derive(Debug, Clone)]
 pub enum Pool {
-    /// With the lock every writer takes first (see [`Pool::write_lock`])
-    /// and the connections reads run on ([`Pool::sqlite_reads`]).
+    /// With the lock every writer takes first (see [`Pool::write_lock`]),
+    /// the connections calls read and write on from their own thread
+    /// ([`Pool::sqlite_reads`], [`Pool::sqlite_write`]) and the checkpoint
+    /// thread.
     Sqlite(SqlitePool, std::sync::Arc<SqliteShared>),
     MySql(MySqlPool),
 }
