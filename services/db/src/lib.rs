@@ -133,6 +133,9 @@ pub struct SqliteShared {
     reads: SqliteReads,
     writer: SqliteWriter,
     checkpointer: std::sync::Mutex<Option<sqlite_checkpoint::Checkpointer>>,
+    /// WAL length past which the checkpoint thread makes it start over
+    /// ([`sqlite_checkpoint::RESTART_AT_FRAMES`]; tests lower it).
+    restart_at_frames: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +248,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 reads,
                 writer: SqliteWriter::new(file.clone()),
                 checkpointer: Default::default(),
+                restart_at_frames: sqlite_checkpoint::RESTART_AT_FRAMES.into(),
             });
             let checkpointer =
                 sqlite_checkpoint::Checkpointer::spawn(&file, std::sync::Arc::downgrade(&shared))

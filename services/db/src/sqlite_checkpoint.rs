@@ -16,6 +16,7 @@
 //! since its last pass to copy, so the next writer starts the WAL over.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -125,7 +126,8 @@ fn checkpoint(
     forced_at: &mut i64,
 ) -> rusqlite::Result<i64> {
     let (wal_frames, _copied) = passive(conn)?;
-    if wal_frames >= RESTART_AT_FRAMES && wal_frames != *forced_at {
+    let restart_at = shared.restart_at_frames.load(Ordering::Relaxed);
+    if wal_frames >= restart_at && wal_frames != *forced_at {
         let start = Instant::now();
         let _writers_wait = shared.write_lock.blocking_lock();
         let (wal_frames, copied) = passive(conn)?;
@@ -217,33 +219,58 @@ mod tests {
 
     /// Under writes that never pause, the WAL still starts over, again and
     /// again: the checkpoint sequence number in its header counts the
-    /// times (SQLite's WAL format), while eight times RESTART_AT_FRAMES
-    /// frames go through it.
+    /// times (SQLite's WAL format). The restart length is lowered to 256
+    /// frames, and four writers go on until the WAL has started over three
+    /// times or 20 s have passed (without the pass under the lock it never
+    /// does: a PASSIVE checkpoint under steady writes never completes).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_starts_over_under_steady_writes() {
+        const RESTART_AT: i64 = 256;
         let dir = tempfile::tempdir().expect("tempdir");
         let (pool, sqlx_pool) = sqlite(dir.path()).await;
-        // Each row takes at least four overflow pages and a leaf: 5 frames.
-        let rows = 8 * RESTART_AT_FRAMES as usize / 5;
+        let Pool::Sqlite(_, shared) = &pool else {
+            panic!("a SQLite pool");
+        };
+        shared
+            .restart_at_frames
+            .store(RESTART_AT, Ordering::Relaxed);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writers: Vec<_> = (0..4)
             .map(|_| {
-                let (pool, sqlx_pool) = (pool.clone(), sqlx_pool.clone());
+                let (pool, sqlx_pool, stop) = (pool.clone(), sqlx_pool.clone(), stop.clone());
                 tokio::spawn(async move {
-                    for _ in 0..rows / 4 {
-                        insert(&pool, &sqlx_pool).await;
+                    let mut rows = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let _writer = pool.write_lock().await;
+                        sqlx::query("INSERT INTO t (b) VALUES (zeroblob(100))")
+                            .execute(&sqlx_pool)
+                            .await
+                            .expect("insert");
+                        rows += 1;
                     }
+                    rows
                 })
             })
             .collect();
-        for writer in writers {
-            writer.await.expect("writer");
+        let wal = dir.path().join("t.db-wal");
+        let restarts = || {
+            std::fs::read(&wal)
+                .ok()
+                .and_then(|header| Some(u32::from_be_bytes(header.get(12..16)?.try_into().ok()?)))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while restarts().unwrap_or(0) < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let header = std::fs::read(dir.path().join("t.db-wal")).expect("the WAL");
-        let restarts = u32::from_be_bytes(header[12..16].try_into().expect("4 bytes"));
+        stop.store(true, Ordering::Relaxed);
+        let mut rows = 0;
+        for writer in writers {
+            rows += writer.await.expect("writer");
+        }
+        let restarts = restarts().unwrap_or(0);
         assert!(
-            restarts >= 2,
-            "the WAL started over {restarts} times, and holds {} bytes",
-            header.len()
+            restarts >= 3,
+            "the WAL started over {restarts} times in 20 s of writes ({rows} rows)"
         );
         pool.close().await;
     }
