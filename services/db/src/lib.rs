@@ -547,10 +547,60 @@ pub fn violated_constraint(db: &dyn sqlx::error::DatabaseError) -> String {
         let key = key.strip_suffix('\'').unwrap_or(key);
         return key.rsplit('.').next().unwrap_or(key).to_owned();
     }
-    if let Some(columns) = message.strip_prefix("UNIQUE constraint failed: ") {
-        return columns.to_owned();
+    sqlite_unique_columns(message)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The `table.col[, table.col]` of SQLite's unique-violation message.
+fn sqlite_unique_columns(message: &str) -> Option<&str> {
+    message.strip_prefix("UNIQUE constraint failed: ")
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::{
+            CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure,
+        };
+        match &error {
+            rusqlite::Error::SqliteFailure(failure, Some(message))
+                if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                StoreError::Conflict {
+                    constraint: sqlite_unique_columns(message)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    source: error.into(),
+                }
+            }
+            _ => match error.sqlite_error_code() {
+                Some(DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure | DiskFull) => {
+                    StoreError::Unavailable(error.into())
+                }
+                _ => StoreError::Internal(error.into()),
+            },
+        }
     }
-    String::new()
+}
+
+/// A connection of the service's own on the SQLite file the pool opened
+/// (which created it and set WAL mode, which the file keeps), outside
+/// sqlx: the pool's 1 MiB page cache, then `pragmas`.
+fn open_sqlite(
+    path: &std::path::Path,
+    busy_timeout: Duration,
+    pragmas: &str,
+) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.execute_batch("PRAGMA cache_size = -1024;")?;
+    conn.execute_batch(pragmas)?;
+    Ok(conn)
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {

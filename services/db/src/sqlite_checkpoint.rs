@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::SqliteShared;
 
@@ -79,7 +79,7 @@ fn run(path: &Path, shared: &Weak<SqliteShared>, stopped: &std::sync::mpsc::Rece
             return;
         };
         if conn.is_none() {
-            conn = open(path)
+            conn = crate::open_sqlite(path, Duration::from_secs(1), "")
                 .map_err(|e| tracing::warn!(error = %e, "SQLite checkpointer cannot open the database; retrying"))
                 .ok();
         }
@@ -103,15 +103,6 @@ fn run(path: &Path, shared: &Weak<SqliteShared>, stopped: &std::sync::mpsc::Rece
             }
         }
     }
-}
-
-fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(1))?;
-    Ok(conn)
 }
 
 /// One pass, and one more under the write lock when the WAL has grown too

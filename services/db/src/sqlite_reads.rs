@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::StoreError;
 
@@ -93,15 +93,9 @@ impl SqliteReads {
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(StoreError::from)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
         // Read-write so it can take part in WAL (the shared-memory index),
-        // but it refuses writes; 1 MiB of page cache like the pool's.
-        conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -1024;")?;
+        // but it refuses writes.
+        let conn = crate::open_sqlite(&self.path, BUSY_TIMEOUT, "PRAGMA query_only = ON;")?;
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(conn)
     }
@@ -117,35 +111,5 @@ impl SqliteReads {
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(error: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::{
-            CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure,
-        };
-        match &error {
-            rusqlite::Error::SqliteFailure(failure, Some(message))
-                if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                    || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-            {
-                // As [`crate::violated_constraint`]: the indexed columns.
-                let constraint = message
-                    .strip_prefix("UNIQUE constraint failed: ")
-                    .unwrap_or_default()
-                    .to_owned();
-                StoreError::Conflict {
-                    constraint,
-                    source: error.into(),
-                }
-            }
-            _ => match error.sqlite_error_code() {
-                Some(DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure | DiskFull) => {
-                    StoreError::Unavailable(error.into())
-                }
-                _ => StoreError::Internal(error.into()),
-            },
-        }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::StoreError;
 
@@ -76,18 +76,14 @@ impl SqliteWriter {
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
         // As the pool's connections: NORMAL (the WAL is synced at each
-        // checkpoint), foreign keys, 1 MiB of page cache, and no automatic
-        // checkpoint inside a commit.
-        conn.execute_batch(
+        // checkpoint), foreign keys, and no automatic checkpoint inside a
+        // commit.
+        Ok(crate::open_sqlite(
+            &self.path,
+            BUSY_TIMEOUT,
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA cache_size = -1024; PRAGMA wal_autocheckpoint = 0;",
-        )?;
-        Ok(conn)
+             PRAGMA wal_autocheckpoint = 0;",
+        )?)
     }
 }

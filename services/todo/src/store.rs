@@ -53,8 +53,15 @@ impl From<Row> for TodoRecord {
     }
 }
 
-/// A row of `SELECT id, title, text, done, created_at, updated_at` on
-/// SQLite's read connections ([`todoapp_db::SqliteReads`]).
+/// The columns of a [`Row`] and of [`read_row`], in their order.
+macro_rules! columns {
+    () => {
+        "id, title, text, done, created_at, updated_at"
+    };
+}
+
+/// A row of `SELECT columns!()` on SQLite's read connections
+/// ([`todoapp_db::SqliteReads`]).
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TodoRecord> {
     Ok(TodoRecord {
         id: row.get(0)?,
@@ -355,7 +362,11 @@ impl TodoStore for SqlTodoStore {
     }
 
     async fn get(&self, user: &UserId, id: TodoId) -> Result<Option<TodoRecord>, StoreError> {
-        const SQL: &str = "SELECT id, title, text, done, created_at, updated_at FROM todos WHERE id = ? AND user_id = ?";
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM todos WHERE id = ? AND user_id = ?"
+        );
         if let Some(reads) = self.pool.sqlite_reads() {
             return reads.read(|conn| {
                 use rusqlite::OptionalExtension;
@@ -411,7 +422,11 @@ impl TodoStore for SqlTodoStore {
         page: Page,
         max_bytes: usize,
     ) -> Result<Vec<TodoRecord>, StoreError> {
-        const SQL: &str = "SELECT id, title, text, done, created_at, updated_at FROM todos WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?";
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM todos WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?"
+        );
         // Rows are read one at a time, so a page of large entries never sits
         // in memory beyond the budget.
         if let Some(reads) = self.pool.sqlite_reads() {
