@@ -214,33 +214,44 @@ impl Workspace {
     }
 }
 
-/// Every entry of the token's user as id → title, from one page of
-/// ListToDo (there must not be a second).
+/// Every entry of the token's user as id → title, read page by page with
+/// ListToDo (how many entries a load test acknowledges depends on the
+/// machine's speed, so they may not fit one page). An id seen twice means
+/// the pages overlapped, which must not happen.
 pub async fn stored_titles(
     ctx: &todoapp_e2e::scenarios::Ctx,
     token: &str,
 ) -> std::collections::BTreeMap<i32, String> {
-    let listed = ctx
-        .todos()
-        .list_to_do(todoapp_e2e::client::authed(
-            todoapp_api::ListToDoReq {
-                limit: 1000,
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .expect("list")
-        .into_inner();
-    assert!(
-        listed.next_page_token.is_empty(),
-        "more entries than one page"
-    );
-    listed
-        .items
-        .into_iter()
-        .map(|item| (item.id, item.title))
-        .collect()
+    // Far more pages than any bounded test stores; ends a token loop.
+    const MAX_PAGES: usize = 1000;
+    let mut titles = std::collections::BTreeMap::new();
+    let mut page_token = String::new();
+    for _ in 0..MAX_PAGES {
+        let listed = ctx
+            .todos()
+            .list_to_do(todoapp_e2e::client::authed(
+                todoapp_api::ListToDoReq {
+                    limit: 1000,
+                    page_token: page_token.clone(),
+                },
+                token,
+            ))
+            .await
+            .expect("list")
+            .into_inner();
+        for item in listed.items {
+            let id = item.id;
+            assert!(
+                titles.insert(id, item.title).is_none(),
+                "entry {id} listed on two pages"
+            );
+        }
+        if listed.next_page_token.is_empty() {
+            return titles;
+        }
+        page_token = listed.next_page_token;
+    }
+    panic!("ListToDo still had more pages after {MAX_PAGES}");
 }
 
 /// One URL as a TOML string (the single-URL form), several as an array.
