@@ -36,11 +36,14 @@ type HttpRequest = http::Request<Body>;
 type HttpResponse = http::Response<Body>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type CallFuture = BoxFuture<Result<HttpResponse, BoxError>>;
-type Balancer = tower::buffer::Buffer<HttpRequest, CallFuture>;
+/// tower's balancer, shared by every call: a call takes the lock only to
+/// wait for a ready endpoint and hand its request over, then awaits the
+/// reply without it. (A `tower::buffer::Buffer` would share it through a
+/// task of its own, a hand-off and a wake-up more per call.)
+type Balancer =
+    Arc<tokio::sync::Mutex<tower::util::BoxService<HttpRequest, HttpResponse, BoxError>>>;
 type Discovered = Change<SocketAddr, PendingRequests<EndpointService, CompleteOnResponse>>;
 
-/// Calls queued for the balancer before callers wait (as in tonic's Channel).
-const BALANCER_QUEUE: usize = 1024;
 /// Health rounds that callers ask for (nothing admitted) are this far apart
 /// at least, so a dead upstream is not probed once per call.
 const MIN_ROUND_SPACING: Duration = Duration::from_millis(100);
@@ -609,8 +612,9 @@ impl Balanced {
             Ok::<_, std::convert::Infallible>,
         );
         let balance = tower::balance::p2c::Balance::new(discover);
-        let balancer =
-            tower::buffer::Buffer::new(tower::util::BoxService::new(balance), BALANCER_QUEUE);
+        let balancer = Arc::new(tokio::sync::Mutex::new(tower::util::BoxService::new(
+            balance,
+        )));
         let pool = Arc::new(Pool {
             upstream: key,
             members: Mutex::new(BTreeMap::new()),
@@ -676,8 +680,12 @@ async fn route(
     if pool.admitted.load(Ordering::SeqCst) == 0 && !pool.await_round().await {
         return Err(Box::new(NoHealthyEndpoint(pool.upstream)));
     }
-    let balanced: CallFuture = Box::pin(balancer.oneshot(request));
-    balanced.await
+    let call = {
+        let mut balancer = balancer.lock().await;
+        std::future::poll_fn(|cx| balancer.poll_ready(cx)).await?;
+        balancer.call(request)
+    };
+    call.await
 }
 
 /// The endpoint a failed call went to, when its failure names one.
