@@ -239,3 +239,29 @@ fn print_config_prints_the_effective_settings_with_secrets_redacted() {
     );
     assert_rejected(&out, &["max_mesage_bytes"]);
 }
+
+/// Log lines go through a writer thread; a service that stops on an error
+/// still writes every line it logged, the fatal one included, before its
+/// last word on stderr.
+#[test]
+fn a_service_that_fails_to_serve_writes_out_its_log_before_its_error() {
+    let ws = Workspace::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = taken.local_addr().expect("addr");
+    let db = format!("sqlite://{}", ws.path().join("user.db").display());
+    let config = ws.user_config(listen, &db, "", "memory_kib = 8192");
+    let out = run("todoapp-user", &config, &[], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let fatal = lines
+        .iter()
+        .position(|line| line.contains("ERROR") && line.contains("fatal"))
+        .unwrap_or_else(|| panic!("no fatal log line in: {stderr}"));
+    let last = lines.last().copied().unwrap_or_default();
+    assert!(
+        last.starts_with("todoapp-user: error:") && fatal + 1 == lines.len() - 1,
+        "the fatal log line must come right before the final error line: {stderr}"
+    );
+    drop(taken);
+}

@@ -164,7 +164,7 @@ pub fn main<S: Service>() -> ExitCode {
     }
 
     let settings = S::server_settings(&config);
-    crate::telemetry::init(&settings.log_level, settings.log_format);
+    let log_guard = crate::telemetry::init(&settings.log_level, settings.log_format);
     crate::metrics::register_build_info(S::NAME, env!("CARGO_PKG_VERSION"));
     crate::tls::install_crypto_provider();
     crate::memory::tune_allocator();
@@ -188,11 +188,16 @@ pub fn main<S: Service>() -> ExitCode {
             Mode::Migrate => Err(no_database.into()),
         }
     });
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "fatal");
-            fail(&e)
-        }
+    // The runtime's tasks log no more once it is gone; the guard then
+    // writes out every line before the error below.
+    drop(runtime);
+    let fatal = outcome.err().map(|e| {
+        tracing::error!(error = %e, "fatal");
+        e
+    });
+    drop(log_guard);
+    match fatal {
+        None => ExitCode::SUCCESS,
+        Some(e) => fail(&e),
     }
 }
