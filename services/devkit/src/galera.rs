@@ -44,6 +44,8 @@ pub struct GaleraCluster {
     provider: PathBuf,
     /// `None` while a node is down (after [`GaleraCluster::kill`]).
     nodes: Vec<Option<MariaDb>>,
+    /// Whether each node stops when the thread that started it ends.
+    die_with_parent: bool,
 }
 
 impl GaleraCluster {
@@ -51,6 +53,19 @@ impl GaleraCluster {
     /// the cluster has three members, all `Synced`. Fails loudly (with the
     /// log to look at) when galera-4 is missing or a node cannot start.
     pub fn start(base: &Path) -> Result<Self, DevError> {
+        Self::start_inner(base, false)
+    }
+
+    /// [`GaleraCluster::start`], and every node gets SIGTERM when the
+    /// calling thread ends, even when the process is killed with SIGKILL
+    /// (see [`crate::process::die_with_parent`]). For a caller that starts
+    /// and restarts the nodes from one thread that lives as long as they
+    /// should.
+    pub fn start_tied_to_this_thread(base: &Path) -> Result<Self, DevError> {
+        Self::start_inner(base, true)
+    }
+
+    fn start_inner(base: &Path, die_with_parent: bool) -> Result<Self, DevError> {
         let provider = PROVIDER_PATHS
             .iter()
             .map(PathBuf::from)
@@ -76,6 +91,7 @@ impl GaleraCluster {
             ports,
             provider,
             nodes: (0..NODES).map(|_| None).collect(),
+            die_with_parent,
         };
         if !cluster.node_base(0).join("data").is_dir() {
             cluster.seed_identical_data_dirs()?;
@@ -163,7 +179,7 @@ impl GaleraCluster {
         let base = self.node_base(node);
         let log = base.join("recover.log");
         let _ = std::fs::remove_file(&log);
-        let status = server_command(&find_mariadbd()?, &base, options)
+        let status = server_command(&find_mariadbd()?, &base, options)?
             .arg("--wsrep-recover")
             .arg(format!("--log-error={}", log.display()))
             .status()
@@ -224,8 +240,7 @@ impl GaleraCluster {
         ServerOptions {
             extra_args,
             os_user: Some("mysql".to_owned()),
-            // Switching to that account would drop the parent-death signal.
-            die_with_parent: false,
+            die_with_parent: self.die_with_parent,
         }
     }
 

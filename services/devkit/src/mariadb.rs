@@ -30,8 +30,8 @@ pub struct ServerOptions {
     /// it); default `root`.
     pub os_user: Option<String>,
     /// Stop the server (SIGTERM) when the thread that starts it ends (see
-    /// [`crate::process::die_with_parent`]); lost when it runs as another
-    /// account than the one starting it.
+    /// [`crate::process::die_with_parent`]), also when it runs as another
+    /// account: it is switched to that account before it starts.
     pub die_with_parent: bool,
 }
 
@@ -96,7 +96,7 @@ impl MariaDb {
 
         let _ = std::fs::remove_file(&socket);
         let log = base.join("mariadbd.log");
-        let mut cmd = server_command(&mariadbd, base, options);
+        let mut cmd = server_command(&mariadbd, base, options)?;
         let child = cmd.spawn().map_err(DevError::io("starting mariadbd"))?;
         let mut server = Self {
             child,
@@ -190,7 +190,11 @@ impl Drop for MariaDb {
 
 /// The `mariadbd` command line of a server under `base`; later options
 /// override earlier ones, so callers may append more.
-pub(crate) fn server_command(mariadbd: &Path, base: &Path, options: &ServerOptions) -> Command {
+pub(crate) fn server_command(
+    mariadbd: &Path,
+    base: &Path,
+    options: &ServerOptions,
+) -> Result<Command, DevError> {
     let mut cmd = Command::new(mariadbd);
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", base.join("data").display()))
@@ -214,13 +218,21 @@ pub(crate) fn server_command(mariadbd: &Path, base: &Path, options: &ServerOptio
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    if let Some(user) = options.os_user_if_root() {
-        cmd.arg(format!("--user={user}"));
+    match options.os_user_if_root() {
+        // mariadbd refuses to run as root unless told so.
+        Some("root") => {
+            cmd.arg("--user=root");
+        }
+        // Switched before exec, not by `--user`: a process that changes its
+        // user id loses its parent-death signal.
+        Some(user) => crate::process::run_as(&mut cmd, user)
+            .map_err(DevError::io(format!("running mariadbd as `{user}`")))?,
+        None => {}
     }
     if options.die_with_parent {
         crate::process::die_with_parent(&mut cmd, libc::SIGTERM);
     }
-    cmd
+    Ok(cmd)
 }
 
 pub(crate) fn find_mariadbd() -> Result<PathBuf, DevError> {

@@ -150,8 +150,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 base.display()
             );
             allow_database_account_through(&state)?;
+            // Started on this (the main) thread, as the single server above:
+            // the nodes stop when the stack dies, even by SIGKILL.
             let cluster =
-                tokio::task::spawn_blocking(move || GaleraCluster::start(&base)).await??;
+                tokio::task::block_in_place(|| GaleraCluster::start_tied_to_this_thread(&base))?;
             let user = cluster.create_database("todoapp_user").await;
             let todo = cluster.create_database("todoapp_todo").await;
             servers.galera = Some(cluster);
