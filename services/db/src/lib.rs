@@ -10,7 +10,9 @@
 //! On SQLite the hot reads and one-statement writes skip sqlx, which runs
 //! every connection on a thread of its own: they run on the calling thread
 //! (`sqlite_reads`, `sqlite_writer`), and checkpoints run on a thread of
-//! their own instead of inside commits (`sqlite_checkpoint`).
+//! their own instead of inside commits (`sqlite_checkpoint`). On MariaDB
+//! they run on connections lent outside sqlx's pool, which pings every
+//! connection it takes back (`mariadb_statements`).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -152,7 +154,9 @@ pub enum Pool {
     /// ([`Pool::sqlite_reads`], [`Pool::sqlite_write`]) and the checkpoint
     /// thread.
     Sqlite(SqlitePool, std::sync::Arc<SqliteShared>),
-    MySql(MySqlPool),
+    /// With the connections the calls' own statements run on
+    /// ([`Pool::mariadb_statements`]).
+    MySql(MySqlPool, std::sync::Arc<MariaDbStatements>),
 }
 
 /// Runs the same sqlx expression against whichever engine `pool` is, with
@@ -162,7 +166,7 @@ macro_rules! on_pool {
     ($pool:expr, |$p:ident| $body:expr) => {
         match $pool {
             $crate::Pool::Sqlite($p, _) => $body,
-            $crate::Pool::MySql($p) => $body,
+            $crate::Pool::MySql($p, _) => $body,
         }
     };
 }
@@ -178,7 +182,8 @@ const ACQUIRE_EVENTS: log::LevelFilter = log::LevelFilter::Trace;
 /// is checked now; one in steady use has just answered, and should it fail
 /// anyway the call fails as UNAVAILABLE and sqlx drops the connection.
 /// (sqlx 0.8 also pings each connection as it goes back into the pool, in a
-/// task of its own after the caller has its rows; that one has no switch.)
+/// task of its own after the caller has its rows; that one has no switch,
+/// which is why [`MariaDbStatements`] exists.)
 const CHECK_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// For `before_acquire`: whether a pooled connection may be handed out.
@@ -288,7 +293,9 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
                 })
                 .connect_with(options)
                 .await?;
-            Ok(Pool::MySql(pool))
+            let statements =
+                MariaDbStatements::new(pool.clone(), settings.pool_size(kind), acquire);
+            Ok(Pool::MySql(pool, std::sync::Arc::new(statements)))
         }
     }
 }
@@ -311,7 +318,7 @@ impl Pool {
     ) -> Result<(), StoreError> {
         match self {
             Pool::Sqlite(p, _) => sqlite.run(p).await?,
-            Pool::MySql(p) => {
+            Pool::MySql(p, _) => {
                 let lock = migration::ClusterLock::acquire(p).await?;
                 let migrated = mysql.run(p).await;
                 lock.release(p).await;
@@ -350,14 +357,15 @@ impl Pool {
                 WAIT.observe(start.elapsed().as_secs_f64());
                 Some(guard)
             }
-            Pool::MySql(_) => None,
+            Pool::MySql(..) => None,
         }
     }
 
     /// Exposes the pool's size and idle connections as gauges
     /// (`todoapp_db_pool_connections`, `todoapp_db_pool_idle_connections`),
+    /// likewise the MariaDB statement connections (`todoapp_db_statement_*`),
     /// read at each scrape, and the acquire wait histogram
-    /// (`todoapp_db_pool_acquire_wait_seconds`).
+    /// (`todoapp_db_pool_acquire_wait_seconds`, both kinds of connection).
     pub fn register_metrics(&self) {
         todoapp_runtime::telemetry::register_pool_acquire_wait();
         let pool = self.clone();
@@ -372,20 +380,23 @@ impl Pool {
             "Idle database connections in the pool",
             move || on_pool!(&pool, |p| p.num_idle() as i64),
         );
-        if let Pool::Sqlite(_, shared) = self {
-            let shared = shared.clone();
-            todoapp_runtime::metrics::sampled_gauge(
-                "todoapp_db_sqlite_read_connections",
-                "SQLite connections open for reads on the calling thread (idle and in use)",
-                move || shared.reads.connections() as i64,
-            );
-        }
         let pool = self.clone();
         todoapp_runtime::metrics::sampled_gauge(
             "todoapp_db_pool_max_connections",
             "Most database connections the pool may open",
             move || on_pool!(&pool, |p| i64::from(p.options().get_max_connections())),
         );
+        match self {
+            Pool::Sqlite(_, shared) => {
+                let shared = shared.clone();
+                todoapp_runtime::metrics::sampled_gauge(
+                    "todoapp_db_sqlite_read_connections",
+                    "SQLite connections open for reads on the calling thread (idle and in use)",
+                    move || shared.reads.connections() as i64,
+                );
+            }
+            Pool::MySql(_, statements) => statements.register_metrics(),
+        }
     }
 
     /// On SQLite, the connections reads run on the calling thread with
@@ -393,7 +404,16 @@ impl Pool {
     pub fn sqlite_reads(&self) -> Option<&SqliteReads> {
         match self {
             Pool::Sqlite(_, shared) => Some(&shared.reads),
-            Pool::MySql(_) => None,
+            Pool::MySql(..) => None,
+        }
+    }
+
+    /// On MariaDB, the connections the calls' own one-statement reads and
+    /// procedure calls run on, outside the pool; `None` on SQLite.
+    pub fn mariadb_statements(&self) -> Option<&MariaDbStatements> {
+        match self {
+            Pool::MySql(_, statements) => Some(statements),
+            Pool::Sqlite(..) => None,
         }
     }
 
@@ -419,7 +439,7 @@ impl Pool {
     pub fn kind(&self) -> Kind {
         match self {
             Pool::Sqlite(..) => Kind::Sqlite,
-            Pool::MySql(_) => Kind::MySql,
+            Pool::MySql(..) => Kind::MySql,
         }
     }
 
@@ -439,15 +459,20 @@ impl Pool {
                 let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
             }
         }
+        if let Some(statements) = self.mariadb_statements() {
+            statements.close().await;
+        }
         on_pool!(self, |p| p.close().await)
     }
 }
 
+mod mariadb_statements;
 pub mod migration;
 mod retry;
 mod sqlite_checkpoint;
 mod sqlite_reads;
 mod sqlite_writer;
+pub use mariadb_statements::{Lease, MariaDbStatements};
 pub use retry::{retry_contended, Contended, RETRY_ATTEMPTS};
 pub use sqlite_reads::SqliteReads;
 pub use sqlite_writer::SqliteWriter;

@@ -267,8 +267,8 @@ impl TodoStore for SqlTodoStore {
         let created = now_micros();
         let quota = self.quota;
         match &self.pool {
-            Pool::MySql(p) => {
-                retry_contended(|| procedures::create(p, user, content, created, quota)).await
+            Pool::MySql(_, mariadb) => {
+                retry_contended(|| procedures::create(mariadb, user, content, created, quota)).await
             }
             Pool::Sqlite(..) => {
                 self.pool
@@ -375,12 +375,16 @@ impl TodoStore for SqlTodoStore {
                     .optional()
             });
         }
-        let row: Option<Row> = on_pool!(&self.pool, |p| sqlx::query_as(SQL)
+        let Some(mariadb) = self.pool.mariadb_statements() else {
+            return Err(StoreError::internal("neither SQLite nor MariaDB"));
+        };
+        let mut lease = mariadb.lease().await?;
+        let row = sqlx::query_as::<_, Row>(SQL)
             .bind(id.0)
             .bind(user.as_str())
-            .fetch_optional(p)
-            .await)?;
-        Ok(row.map(TodoRecord::from))
+            .fetch_optional(lease.connection())
+            .await;
+        Ok(lease.finish(row)?.map(TodoRecord::from))
     }
 
     async fn update(
@@ -392,8 +396,9 @@ impl TodoStore for SqlTodoStore {
         let updated = now_micros();
         let quota = self.quota;
         match &self.pool {
-            Pool::MySql(p) => {
-                retry_contended(|| procedures::update(p, user, id, content, updated, quota)).await
+            Pool::MySql(_, mariadb) => {
+                retry_contended(|| procedures::update(mariadb, user, id, content, updated, quota))
+                    .await
             }
             Pool::Sqlite(..) => {
                 self.pool
@@ -407,7 +412,9 @@ impl TodoStore for SqlTodoStore {
 
     async fn delete(&self, user: &UserId, id: TodoId) -> Result<bool, StoreError> {
         match &self.pool {
-            Pool::MySql(p) => retry_contended(|| procedures::delete(p, user, id)).await,
+            Pool::MySql(_, mariadb) => {
+                retry_contended(|| procedures::delete(mariadb, user, id)).await
+            }
             Pool::Sqlite(..) => {
                 self.pool
                     .sqlite_write(|conn| statements::delete(conn, user, id))
@@ -446,24 +453,39 @@ impl TodoStore for SqlTodoStore {
                 Ok(records)
             });
         }
-        let rows: Vec<Row> = on_pool!(&self.pool, |p| async {
+        let Some(mariadb) = self.pool.mariadb_statements() else {
+            return Err(StoreError::internal("neither SQLite nor MariaDB"));
+        };
+        let mut lease = mariadb.lease().await?;
+        let conn = lease.connection();
+        let rows = async {
             let mut stream = sqlx::query_as::<_, Row>(SQL)
                 .bind(user.as_str())
                 .bind(page.after)
                 .bind(i64::from(page.limit))
-                .fetch(p);
+                .fetch(&mut *conn);
             let mut rows = Vec::new();
             let mut bytes = 0usize;
+            let mut cut_short = false;
             while let Some(row) = stream.try_next().await? {
                 bytes += row.1.len() + row.2.len();
                 rows.push(row);
                 if bytes > max_bytes {
+                    cut_short = true;
                     break;
                 }
             }
+            drop(stream);
+            if cut_short {
+                // Reads the rest of the result off the connection now, so
+                // the server finishes the statement before the connection
+                // waits idle.
+                sqlx::Connection::ping(&mut *conn).await?;
+            }
             Ok::<_, sqlx::Error>(rows)
         }
-        .await)?;
+        .await;
+        let rows = lease.finish(rows)?;
         Ok(rows.into_iter().map(TodoRecord::from).collect())
     }
 }
@@ -607,8 +629,7 @@ mod statements {
 /// `20261130000030_write_procedures.sql`, which run in one round trip to the
 /// server what was a transaction of six or seven statements.
 mod procedures {
-    use sqlx::MySqlPool;
-    use todoapp_db::StoreError;
+    use todoapp_db::{MariaDbStatements, StoreError};
 
     use crate::domain::{Content, TodoId, UserId};
     use crate::quota::{QuotaExceeded, QuotaSettings, WriteError};
@@ -646,13 +667,14 @@ mod procedures {
     }
 
     pub(super) async fn create(
-        pool: &MySqlPool,
+        mariadb: &MariaDbStatements,
         user: &UserId,
         content: &Content,
         created: i64,
         quota: QuotaSettings,
     ) -> Result<i32, WriteError> {
-        let (code, id): (i64, i64) = sqlx::query_as("CALL todo_create(?, ?, ?, ?, ?, ?, ?)")
+        let mut lease = mariadb.lease().await.map_err(StoreError::from)?;
+        let answer = sqlx::query_as("CALL todo_create(?, ?, ?, ?, ?, ?, ?)")
             .bind(user.as_str())
             .bind(&content.title)
             .bind(&content.text)
@@ -660,22 +682,24 @@ mod procedures {
             .bind(created)
             .bind(quota.sql_limits().0)
             .bind(quota.sql_limits().1)
-            .fetch_one(pool)
-            .await?;
+            .fetch_one(lease.connection())
+            .await;
+        let (code, id): (i64, i64) = lease.finish(answer).map_err(StoreError::from)?;
         admitted(code, quota)?;
         i32::try_from(id)
             .map_err(|_| StoreError::internal(format!("todo id {id} out of range")).into())
     }
 
     pub(super) async fn update(
-        pool: &MySqlPool,
+        mariadb: &MariaDbStatements,
         user: &UserId,
         id: TodoId,
         content: &Content,
         updated: i64,
         quota: QuotaSettings,
     ) -> Result<bool, WriteError> {
-        let code: i64 = sqlx::query_scalar("CALL todo_update(?, ?, ?, ?, ?, ?, ?)")
+        let mut lease = mariadb.lease().await.map_err(StoreError::from)?;
+        let answer = sqlx::query_scalar("CALL todo_update(?, ?, ?, ?, ?, ?, ?)")
             .bind(id.0)
             .bind(user.as_str())
             .bind(&content.title)
@@ -683,21 +707,24 @@ mod procedures {
             .bind(content.done)
             .bind(updated)
             .bind(quota.sql_limits().1)
-            .fetch_one(pool)
-            .await?;
+            .fetch_one(lease.connection())
+            .await;
+        let code: i64 = lease.finish(answer).map_err(StoreError::from)?;
         admitted(code, quota)
     }
 
     pub(super) async fn delete(
-        pool: &MySqlPool,
+        mariadb: &MariaDbStatements,
         user: &UserId,
         id: TodoId,
     ) -> Result<bool, StoreError> {
-        let code: i64 = sqlx::query_scalar("CALL todo_delete(?, ?)")
+        let mut lease = mariadb.lease().await?;
+        let answer = sqlx::query_scalar("CALL todo_delete(?, ?)")
             .bind(id.0)
             .bind(user.as_str())
-            .fetch_one(pool)
-            .await?;
+            .fetch_one(lease.connection())
+            .await;
+        let code: i64 = lease.finish(answer)?;
         found(code)
     }
 }

@@ -151,13 +151,20 @@ fn a_write_through_one_node_is_read_through_the_others_at_once() {
         }
         stores[0].1.migrate().await.expect("migrate");
         // Every connection of a pool on a Galera node waits for causality
-        // on reads.
-        if let Pool::MySql(p) = &stores[1].0 {
+        // on reads, those of the calls' own statements included.
+        if let Pool::MySql(p, statements) = &stores[1].0 {
             let wait: u64 = sqlx::query_scalar("SELECT @@SESSION.wsrep_sync_wait")
                 .fetch_one(p)
                 .await
                 .expect("sync wait");
             assert_eq!(wait, 1);
+            let mut lease = statements.lease().await.expect("lease");
+            let wait = sqlx::query_scalar::<_, u64>("SELECT @@SESSION.wsrep_sync_wait")
+                .fetch_one(lease.connection())
+                .await;
+            assert_eq!(lease.finish(wait).expect("sync wait"), 1);
+        } else {
+            panic!("a Galera URL opened another engine");
         }
         let ann = user(1);
         for round in 0..150 {

@@ -398,7 +398,7 @@ async fn mariadb_checks_only_idle_connections_before_use() {
     })
     .await
     .expect("connect");
-    let todoapp_db::Pool::MySql(pool) = pool else {
+    let todoapp_db::Pool::MySql(pool, _) = pool else {
         panic!("a MariaDB URL opened another engine");
     };
     let mut killer = sqlx::MySqlConnection::connect(&url)
@@ -450,6 +450,189 @@ async fn mariadb_checks_only_idle_connections_before_use() {
             .await
             .expect("the broken connection was dropped and replaced");
         assert_ne!(fresh, hot);
+        return;
+    }
+    panic!("killing a connection took 800 ms or more ten times: the machine is too busy to check");
+}
+
+/// The todo service's own statements on MariaDB (GetToDo, ListToDo and the
+/// write procedures) run on connections lent outside sqlx's pool, which
+/// pings every connection it takes back: here one goes back unpinged when
+/// its statement finished, and is closed when it did not (a cancelled call)
+/// or when the connection failed. Like the pool's, an idle one is checked
+/// before use and a hot one that died fails its next statement once.
+#[tokio::test]
+async fn mariadb_statement_connections_are_reused_unpinged_and_closed_when_unsure() {
+    use std::time::{Duration, Instant};
+    let url = todoapp_devkit::mariadb::test_database("todo_statements")
+        .await
+        .expect("MariaDB for tests");
+    let pool = connect(&DatabaseSettings {
+        max_connections: Some(1),
+        ..settings(url.clone())
+    })
+    .await
+    .expect("connect");
+    let store = SqlTodoStore::new(pool.clone());
+    store.migrate().await.expect("migrate");
+    let statements = pool.mariadb_statements().expect("MariaDB statements");
+    let ann = UserId::parse("11111111-1111-4111-8111-111111111111").expect("uuid");
+    let id = TodoId(
+        store
+            .create(&ann, &content("kept", "", None))
+            .await
+            .expect("create"),
+    );
+    // The lent connection's id and how many pings it has answered (MariaDB
+    // counts COM_PING in `Com_admin_commands`; checked below).
+    let session = || async {
+        let mut lease = statements.lease().await.expect("lease");
+        let conn = lease.connection();
+        let answer = async {
+            let id: i64 = sqlx::query_scalar("SELECT CAST(CONNECTION_ID() AS SIGNED)")
+                .fetch_one(&mut *conn)
+                .await?;
+            let pings: String = sqlx::query_scalar(
+                "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'COM_ADMIN_COMMANDS'",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok((id, pings.parse::<u64>().expect("a count")))
+        }
+        .await;
+        lease.finish(answer).expect("session status")
+    };
+
+    let (_, pings) = session().await;
+    let mut lease = statements.lease().await.expect("lease");
+    let pinged = sqlx::Connection::ping(lease.connection()).await;
+    lease.finish(pinged).expect("ping");
+    assert_eq!(
+        session().await.1,
+        pings + 1,
+        "Com_admin_commands counts a ping"
+    );
+
+    // Steady use: every call on the one connection, and no ping. A pause of
+    // a second or more would rightly add the idle check; on a machine that
+    // busy the try is made again.
+    let mut steady = false;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let (first, pings) = session().await;
+        for _ in 0..20 {
+            assert!(store.get(&ann, id).await.expect("get").is_some());
+            let page = Page {
+                after: 0,
+                limit: 10,
+            };
+            assert_eq!(
+                store
+                    .list(&ann, page, usize::MAX)
+                    .await
+                    .expect("list")
+                    .len(),
+                1
+            );
+            assert!(store
+                .update(&ann, id, &content("kept", "again", None))
+                .await
+                .expect("update"));
+        }
+        let (after, pings_after) = session().await;
+        if started.elapsed() >= Duration::from_millis(800) {
+            continue;
+        }
+        assert_eq!(after, first, "the connection is reused");
+        assert_eq!(pings_after, pings, "no ping as connections go back");
+        steady = true;
+        break;
+    }
+    assert!(
+        steady,
+        "60 calls took 800 ms or more ten times: the machine is too busy to check"
+    );
+
+    // An error the server answered leaves the connection in step: kept.
+    let (before, _) = session().await;
+    let mut lease = statements.lease().await.expect("lease");
+    let refused = sqlx::query("SELECT * FROM no_such_table")
+        .execute(lease.connection())
+        .await;
+    assert!(matches!(
+        lease.finish(refused),
+        Err(sqlx::Error::Database(_))
+    ));
+    assert_eq!(session().await.0, before, "kept after a server error");
+    assert_eq!(statements.open(), 1);
+    // Operators see them beside the pool.
+    pool.register_metrics();
+    let exposition = todoapp_runtime::metrics::encode();
+    for line in [
+        "todoapp_db_statement_connections 1",
+        "todoapp_db_statement_idle_connections 1",
+        "todoapp_db_statement_max_connections 1",
+    ] {
+        assert!(
+            exposition.lines().any(|l| l == line),
+            "{line} in:\n{exposition}"
+        );
+    }
+
+    // A statement cancelled midway (the caller went away) may leave its
+    // connection mid-answer: closed, and the next lease opens another.
+    let mut lease = statements.lease().await.expect("lease");
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        sqlx::query("SELECT SLEEP(5)").execute(lease.connection()),
+    )
+    .await;
+    assert!(cancelled.is_err(), "SLEEP(5) ended within 100 ms");
+    drop(lease);
+    assert_eq!(
+        statements.open(),
+        0,
+        "the cancelled lease's connection is closed"
+    );
+    let (fresh, _) = session().await;
+    assert_ne!(fresh, before);
+    assert!(store.get(&ann, id).await.expect("get").is_some());
+
+    // A connection the server dropped while idle is replaced before use.
+    let mut killer = <sqlx::MySqlConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("second connection");
+    kill(&mut killer, fresh).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(store
+        .get(&ann, id)
+        .await
+        .expect("get after an idle kill")
+        .is_some());
+    let (replaced, _) = session().await;
+    assert_ne!(replaced, fresh);
+
+    // A hot one that died fails its next statement once (the service
+    // answers UNAVAILABLE), is closed and replaced.
+    for _ in 0..10 {
+        let (hot, _) = session().await;
+        let released = Instant::now();
+        kill(&mut killer, hot).await;
+        let after_kill = store.get(&ann, id).await;
+        if released.elapsed() >= Duration::from_millis(800) {
+            continue;
+        }
+        assert!(
+            matches!(after_kill, Err(todoapp_db::StoreError::Unavailable(_))),
+            "a connection used a moment ago is lent unchecked: {after_kill:?}"
+        );
+        assert!(store
+            .get(&ann, id)
+            .await
+            .expect("get on a new connection")
+            .is_some());
+        assert_ne!(session().await.0, hot);
+        assert_eq!(statements.open(), 1);
         return;
     }
     panic!("killing a connection took 800 ms or more ten times: the machine is too busy to check");
