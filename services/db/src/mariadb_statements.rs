@@ -69,25 +69,28 @@ impl MariaDbStatements {
     }
 
     async fn lease_unbounded(&self) -> Result<Lease<'_>, sqlx::Error> {
-        let permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
         loop {
-            let Some(idle) = self.idle().pop() else {
-                break;
-            };
-            let mut conn = idle.conn;
-            if idle.since.elapsed() < crate::CHECK_WHEN_IDLE_FOR || conn.ping().await.is_ok() {
+            let permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| sqlx::Error::PoolClosed)?;
+            let idle = self.idle().pop();
+            let Some(Idle { conn, since }) = idle else {
+                let conn = self.pool.acquire().await?.detach();
+                self.open.fetch_add(1, Ordering::Relaxed);
                 return Ok(self.lent(conn, permit));
+            };
+            // Lent before the check, so that a caller gone meanwhile closes
+            // it like any unfinished lease.
+            let mut lease = self.lent(conn, permit);
+            if since.elapsed() < crate::CHECK_WHEN_IDLE_FOR
+                || lease.connection().ping().await.is_ok()
+            {
+                return Ok(lease);
             }
-            // The server dropped it while idle: try the next one.
-            self.open.fetch_sub(1, Ordering::Relaxed);
+            // The server dropped it while idle: closed with the lease.
         }
-        let conn = self.pool.acquire().await?.detach();
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(self.lent(conn, permit))
     }
 
     fn lent<'a>(&'a self, conn: MySqlConnection, permit: SemaphorePermit<'a>) -> Lease<'a> {
