@@ -293,6 +293,16 @@ async fn usage_matches_the_entries_after_every_kind_of_write(pool: Pool) {
         .update(&ann, TodoId(a), &content("grown", "longer text"))
         .await
         .expect("grow"));
+    // The same size: MariaDB's procedure then leaves the usage untouched.
+    assert!(store
+        .update(&ann, TodoId(a), &content("GROWN", "LONGER TEXT"))
+        .await
+        .expect("same size"));
+    let same = store.get(&ann, TodoId(a)).await.expect("get").expect("a");
+    assert_eq!(
+        (same.title.as_str(), same.text.as_str()),
+        ("GROWN", "LONGER TEXT")
+    );
     assert!(store
         .update(&ann, TodoId(b), &content("s", ""))
         .await
