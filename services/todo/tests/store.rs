@@ -389,15 +389,7 @@ async fn mariadb_idempotent_creates() {
 #[tokio::test]
 async fn mariadb_checks_only_idle_connections_before_use() {
     use sqlx::Connection;
-    let url = todoapp_devkit::mariadb::test_database("todo_pool_check")
-        .await
-        .expect("MariaDB for tests");
-    let pool = connect(&DatabaseSettings {
-        max_connections: Some(1),
-        ..settings(url.clone())
-    })
-    .await
-    .expect("connect");
+    let (url, pool) = mariadb_with_one_connection("todo_pool_check").await;
     let todoapp_db::Pool::MySql(pool, _) = pool else {
         panic!("a MariaDB URL opened another engine");
     };
@@ -464,15 +456,7 @@ async fn mariadb_checks_only_idle_connections_before_use() {
 #[tokio::test]
 async fn mariadb_statement_connections_are_reused_unpinged_and_closed_when_unsure() {
     use std::time::{Duration, Instant};
-    let url = todoapp_devkit::mariadb::test_database("todo_statements")
-        .await
-        .expect("MariaDB for tests");
-    let pool = connect(&DatabaseSettings {
-        max_connections: Some(1),
-        ..settings(url.clone())
-    })
-    .await
-    .expect("connect");
+    let (url, pool) = mariadb_with_one_connection("todo_statements").await;
     let store = SqlTodoStore::new(pool.clone());
     store.migrate().await.expect("migrate");
     let statements = pool.mariadb_statements().expect("MariaDB statements");
@@ -636,6 +620,21 @@ async fn mariadb_statement_connections_are_reused_unpinged_and_closed_when_unsur
         return;
     }
     panic!("killing a connection took 800 ms or more ten times: the machine is too busy to check");
+}
+
+/// A fresh MariaDB test database and a pool of one connection on it (and
+/// one statement connection), so each check sees the same connection.
+async fn mariadb_with_one_connection(prefix: &str) -> (String, todoapp_db::Pool) {
+    let url = todoapp_devkit::mariadb::test_database(prefix)
+        .await
+        .expect("MariaDB for tests");
+    let pool = connect(&DatabaseSettings {
+        max_connections: Some(1),
+        ..settings(url.clone())
+    })
+    .await
+    .expect("connect");
+    (url, pool)
 }
 
 /// Kills a MariaDB connection through another one and waits until the
