@@ -140,6 +140,13 @@ pub struct SqliteShared {
     restart_at_frames: std::sync::atomic::AtomicI64,
 }
 
+impl SqliteShared {
+    /// The connections reads run on from the calling thread.
+    pub fn reads(&self) -> &SqliteReads {
+        &self.reads
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Sqlite,
@@ -403,7 +410,7 @@ impl Pool {
     /// ([`SqliteReads`]); `None` on MariaDB, where a read is a round trip.
     pub fn sqlite_reads(&self) -> Option<&SqliteReads> {
         match self {
-            Pool::Sqlite(_, shared) => Some(&shared.reads),
+            Pool::Sqlite(_, shared) => Some(shared.reads()),
             Pool::MySql(..) => None,
         }
     }

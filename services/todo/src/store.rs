@@ -367,16 +367,16 @@ impl TodoStore for SqlTodoStore {
             columns!(),
             " FROM todos WHERE id = ? AND user_id = ?"
         );
-        if let Some(reads) = self.pool.sqlite_reads() {
-            return reads.read(|conn| {
-                use rusqlite::OptionalExtension;
-                conn.prepare_cached(SQL)?
-                    .query_row((id.0, user.as_str()), read_row)
-                    .optional()
-            });
-        }
-        let Some(mariadb) = self.pool.mariadb_statements() else {
-            return Err(StoreError::internal("neither SQLite nor MariaDB"));
+        let mariadb = match &self.pool {
+            Pool::Sqlite(_, sqlite) => {
+                return sqlite.reads().read(|conn| {
+                    use rusqlite::OptionalExtension;
+                    conn.prepare_cached(SQL)?
+                        .query_row((id.0, user.as_str()), read_row)
+                        .optional()
+                })
+            }
+            Pool::MySql(_, mariadb) => mariadb,
         };
         let mut lease = mariadb.lease().await?;
         let row = sqlx::query_as::<_, Row>(SQL)
@@ -436,25 +436,25 @@ impl TodoStore for SqlTodoStore {
         );
         // Rows are read one at a time, so a page of large entries never sits
         // in memory beyond the budget.
-        if let Some(reads) = self.pool.sqlite_reads() {
-            return reads.read(|conn| {
-                let mut statement = conn.prepare_cached(SQL)?;
-                let mut found = statement.query((user.as_str(), page.after, page.limit))?;
-                let mut records = Vec::new();
-                let mut bytes = 0usize;
-                while let Some(row) = found.next()? {
-                    let record = read_row(row)?;
-                    bytes += record.title.len() + record.text.len();
-                    records.push(record);
-                    if bytes > max_bytes {
-                        break;
+        let mariadb = match &self.pool {
+            Pool::Sqlite(_, sqlite) => {
+                return sqlite.reads().read(|conn| {
+                    let mut statement = conn.prepare_cached(SQL)?;
+                    let mut found = statement.query((user.as_str(), page.after, page.limit))?;
+                    let mut records = Vec::new();
+                    let mut bytes = 0usize;
+                    while let Some(row) = found.next()? {
+                        let record = read_row(row)?;
+                        bytes += record.title.len() + record.text.len();
+                        records.push(record);
+                        if bytes > max_bytes {
+                            break;
+                        }
                     }
-                }
-                Ok(records)
-            });
-        }
-        let Some(mariadb) = self.pool.mariadb_statements() else {
-            return Err(StoreError::internal("neither SQLite nor MariaDB"));
+                    Ok(records)
+                })
+            }
+            Pool::MySql(_, mariadb) => mariadb,
         };
         let mut lease = mariadb.lease().await?;
         let conn = lease.connection();
