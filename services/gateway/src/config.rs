@@ -187,6 +187,7 @@ impl GatewayConfig {
             ));
         }
         self.fair_share.validate()?;
+        crate::upstream::fixed_server_name(&self.upstream)?;
         if files == FileChecks::Read {
             todoapp_runtime::tls::server_config(&self.tls)?;
             crate::token::TokenVerifier::load(jwt)?;

@@ -4,6 +4,7 @@
 //! the user and todo services over mutual TLS, passing on the verified user
 //! id. It also serves gRPC health and reflection.
 
+mod backend_connection;
 pub mod config;
 mod fair_share;
 mod proxy;

@@ -1,8 +1,10 @@
-//! Channels to the backends: mutual TLS, bounded connect and call time, so
-//! a backend that is down yields UNAVAILABLE promptly instead of a hang.
+//! The gateway's clients of the backends: mutual TLS, bounded connect and
+//! call time, so a backend that is down yields UNAVAILABLE promptly instead
+//! of a hang.
 //!
 //! Each upstream is a pool of endpoints (the listed addresses, and every
-//! A/AAAA record of the listed names, re-resolved periodically). Admitted
+//! A/AAAA record of the listed names, re-resolved periodically), each with
+//! one HTTP/2 connection of its own ([`BackendConnection`]). Admitted
 //! endpoints are balanced by tower's power-of-two-choices balancer on
 //! in-flight calls. A supervisor task health-checks every endpoint with
 //! `grpc.health.v1` and ejects an endpoint that fails a check or
@@ -18,11 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls_pki_types::ServerName;
 use todoapp_runtime::server::BoxError;
 use todoapp_runtime::ConfigError;
 use tokio::sync::{mpsc, watch, Notify};
 use tonic::body::Body;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::Uri;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -30,6 +33,7 @@ use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::{Service, ServiceExt};
 
+use crate::backend_connection::{BackendConnection, Connector, Keepalive};
 use crate::config::UpstreamSettings;
 
 type HttpRequest = http::Request<Body>;
@@ -48,13 +52,36 @@ type Discovered = Change<SocketAddr, PendingRequests<EndpointService, CompleteOn
 /// at least, so a dead upstream is not probed once per call.
 const MIN_ROUND_SPACING: Duration = Duration::from_millis(100);
 
-pub fn client_tls(settings: &UpstreamSettings) -> Result<ClientTlsConfig, ConfigError> {
-    todoapp_runtime::tls::client_tls(
+pub fn client_tls(settings: &UpstreamSettings) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+    todoapp_runtime::tls::client_config(
         "upstream.ca",
         &settings.ca,
-        Some((&settings.client_cert, &settings.client_key)),
-        settings.server_name.as_deref(),
+        Some(todoapp_runtime::tls::Identity {
+            cert_key: "upstream.client_cert",
+            cert: &settings.client_cert,
+            key_key: "upstream.client_key",
+            key: &settings.client_key,
+        }),
     )
+}
+
+/// The name every endpoint's certificate must carry when
+/// `upstream.server_name` is set.
+pub fn fixed_server_name(
+    settings: &UpstreamSettings,
+) -> Result<Option<ServerName<'static>>, ConfigError> {
+    settings
+        .server_name
+        .as_ref()
+        .map(|name| {
+            ServerName::try_from(name.clone()).map_err(|_| {
+                ConfigError::invalid(
+                    "upstream.server_name",
+                    format!("`{name}` is not a DNS name or IP address"),
+                )
+            })
+        })
+        .transpose()
 }
 
 /// One configured `https://HOST:PORT`: a fixed address, or a name whose
@@ -230,11 +257,11 @@ impl FailureCount {
     }
 }
 
-/// One backend instance: its own lazily connecting channel, counting
+/// One backend instance: its own lazily opened connection, counting
 /// connection failures.
 #[derive(Clone)]
 struct EndpointService {
-    channel: Channel,
+    connection: BackendConnection,
     failures: Arc<FailureCount>,
 }
 
@@ -244,11 +271,11 @@ impl Service<HttpRequest> for EndpointService {
     type Future = CallFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.channel.poll_ready(cx).map_err(BoxError::from)
+        self.connection.poll_ready(cx)
     }
 
     fn call(&mut self, request: HttpRequest) -> CallFuture {
-        let call = self.channel.call(request);
+        let call = self.connection.call(request);
         let failures = self.failures.clone();
         Box::pin(async move {
             match call.await {
@@ -262,10 +289,10 @@ impl Service<HttpRequest> for EndpointService {
                     }))
                 }
                 Err(error) => {
-                    failures.failed(&error);
+                    failures.failed(&*error);
                     Err(EndpointError {
                         endpoint: failures.address,
-                        source: error.into(),
+                        source: error,
                     }
                     .into())
                 }
@@ -314,11 +341,11 @@ impl http_body::Body for WatchedBody {
     }
 }
 
-/// Builds the channel of one endpoint address.
+/// Builds the connection of one endpoint address.
 struct EndpointFactory {
-    tls: ClientTlsConfig,
-    /// `upstream.server_name` is set: it names every endpoint.
-    fixed_server_name: bool,
+    tls: Arc<rustls::ClientConfig>,
+    /// `upstream.server_name`, which names every endpoint when set.
+    fixed_server_name: Option<ServerName<'static>>,
     connect_timeout: Duration,
     request_timeout: Duration,
     eject_after_failures: u32,
@@ -326,25 +353,25 @@ struct EndpointFactory {
 }
 
 impl EndpointFactory {
-    /// A lazily connecting channel: the gateway starts (and answers
+    /// A lazily opened connection: the gateway starts (and answers
     /// UNAVAILABLE) even while a backend is down, and reconnects by itself.
-    /// An address found under a name is verified against that name.
+    /// An address found under a name is verified against that name, a
+    /// listed address against itself.
     fn service(&self, address: SocketAddr, target: &Target) -> Result<EndpointService, BoxError> {
-        let mut tls = self.tls.clone();
-        if !self.fixed_server_name && target.address().is_none() {
-            tls = tls.domain_name(target.host.clone());
-        }
-        let channel = Endpoint::from_shared(format!("https://{address}"))?
-            .tls_config(tls)?
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let server_name = match &self.fixed_server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(target.host.clone())?,
+        };
+        let connection = BackendConnection::new(Connector {
+            address,
+            tls: self.tls.clone(),
+            server_name,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            keepalive: Keepalive::default(),
+        })?;
         Ok(EndpointService {
-            channel,
+            connection,
             failures: Arc::new(FailureCount {
                 address,
                 consecutive: AtomicU32::new(0),
@@ -481,10 +508,10 @@ impl Pool {
 
     /// Checks every endpoint at once; admits those serving, ejects the rest.
     async fn health_round(&self, service: &'static str) {
-        let channels: Vec<(SocketAddr, Channel)> = self
+        let channels: Vec<(SocketAddr, BackendConnection)> = self
             .members()
             .iter()
-            .map(|(address, member)| (*address, member.service.channel.clone()))
+            .map(|(address, member)| (*address, member.service.connection.clone()))
             .collect();
         let mut checks = tokio::task::JoinSet::new();
         for (address, channel) in channels {
@@ -505,8 +532,12 @@ impl Pool {
     }
 }
 
-/// One `grpc.health.v1` check of `service` on an endpoint's channel.
-async fn check(channel: Channel, service: &'static str, limit: Duration) -> Result<(), String> {
+/// One `grpc.health.v1` check of `service` on an endpoint's connection.
+async fn check(
+    channel: BackendConnection,
+    service: &'static str,
+    limit: Duration,
+) -> Result<(), String> {
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: service.to_owned(),
     });
@@ -600,7 +631,7 @@ impl Balanced {
         let (ejections_tx, ejections) = mpsc::unbounded_channel();
         let factory = EndpointFactory {
             tls: client_tls(settings)?,
-            fixed_server_name: settings.server_name.is_some(),
+            fixed_server_name: fixed_server_name(settings)?,
             connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             eject_after_failures: settings.eject_after_failures,

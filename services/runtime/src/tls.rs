@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -74,30 +74,37 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, ConfigError>
     Ok(Arc::new(config))
 }
 
-/// Client TLS for tonic channels: trust `ca`, and present `identity`
-/// (certificate and key PEM files) when given.
-pub fn client_tls(
+/// Client TLS: trust `ca`, present `identity` (certificate and key PEM
+/// files, with their settings' names) when given, and offer HTTP/2 only.
+pub fn client_config(
     ca_key: &'static str,
     ca: &Path,
-    identity: Option<(&Path, &Path)>,
-    server_name: Option<&str>,
-) -> Result<tonic::transport::ClientTlsConfig, ConfigError> {
+    identity: Option<Identity<'_>>,
+) -> Result<Arc<ClientConfig>, ConfigError> {
     install_crypto_provider();
-    // Parse now so a bad file fails at start with the setting's name.
-    load_certs(ca_key, ca)?;
-    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
-        tonic::transport::Certificate::from_pem(read_file(ca_key, ca)?),
-    );
-    if let Some((cert, key)) = identity {
-        load_certs("client_cert", cert)?;
-        load_private_key("client_key", key)?;
-        tls = tls.identity(tonic::transport::Identity::from_pem(
-            read_file("client_cert", cert)?,
-            read_file("client_key", key)?,
-        ));
-    }
-    if let Some(name) = server_name {
-        tls = tls.domain_name(name);
-    }
-    Ok(tls)
+    let builder = ClientConfig::builder().with_root_certificates(root_store(ca_key, ca)?);
+    let mut config = match identity {
+        Some(identity) => {
+            let certs = load_certs(identity.cert_key, identity.cert)?;
+            let key = load_private_key(identity.key_key, identity.key)?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                ConfigError::invalid(
+                    identity.key_key,
+                    format!("does not match {}: {e}", identity.cert_key),
+                )
+            })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client certificate and its key, each with its setting's name.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub cert_key: &'static str,
+    pub cert: &'a Path,
+    pub key_key: &'static str,
+    pub key: &'a Path,
 }
