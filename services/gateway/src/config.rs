@@ -242,5 +242,6 @@ mod tests {
         assert!(refusal("health_interval_ms = 10").contains("upstream.health_interval_ms"));
         assert!(refusal("resolve_interval_ms = 0").contains("upstream.resolve_interval_ms"));
         assert!(refusal("eject_after_failures = 0").contains("upstream.eject_after_failures"));
+        assert!(refusal("server_name = \"todo backend\"").contains("upstream.server_name"));
     }
 }
