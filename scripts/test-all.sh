@@ -44,6 +44,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "Prometheus alert rules (promtool)"
 promtool check rules deploy/observability/alerts.yml
+(cd deploy/observability && promtool test rules alerts.test.yml)
 jq empty deploy/observability/grafana-dashboard.json
 
 step "cargo test (unit, store, system and end-to-end tests; real MariaDB, real processes)"

@@ -479,7 +479,7 @@ mod retry;
 mod sqlite_checkpoint;
 mod sqlite_reads;
 mod sqlite_writer;
-pub use mariadb_statements::{Lease, MariaDbStatements};
+pub use mariadb_statements::{Lease, MariaDbStatements, STATEMENT_CONNECTION_GAUGES};
 pub use retry::{retry_contended, Contended, RETRY_ATTEMPTS};
 pub use sqlite_reads::SqliteReads;
 pub use sqlite_writer::SqliteWriter;

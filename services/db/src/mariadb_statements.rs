@@ -25,6 +25,14 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 /// recently used are lent first, so after a burst the extra ones age out).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The gauges of these connections: open (lent and idle), idle, and the
+/// most allowed. Only a MariaDB-backed service exports them.
+pub const STATEMENT_CONNECTION_GAUGES: [&str; 3] = [
+    "todoapp_db_statement_connections",
+    "todoapp_db_statement_idle_connections",
+    "todoapp_db_statement_max_connections",
+];
+
 /// Up to `max` connections of their own, opened through `pool` (so each
 /// gets the pool's session settings) and detached from it.
 #[derive(Debug)]
@@ -111,23 +119,23 @@ impl MariaDbStatements {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// `todoapp_db_statement_connections`, `…_idle_connections` and
-    /// `…_max_connections`, read at each scrape.
+    /// [`STATEMENT_CONNECTION_GAUGES`], read at each scrape.
     pub(crate) fn register_metrics(self: &Arc<Self>) {
         type Sample = fn(&MariaDbStatements) -> i64;
+        let [open, idle, max] = STATEMENT_CONNECTION_GAUGES;
         let gauges: [(&str, &str, Sample); 3] = [
             (
-                "todoapp_db_statement_connections",
+                open,
                 "MariaDB connections open outside the pool for the calls' own statements (busy and idle)",
                 Self::open,
             ),
             (
-                "todoapp_db_statement_idle_connections",
+                idle,
                 "Idle MariaDB connections for the calls' own statements",
                 |s| s.idle().len() as i64,
             ),
             (
-                "todoapp_db_statement_max_connections",
+                max,
                 "Most MariaDB connections the calls' own statements may open",
                 |s| i64::from(s.max),
             ),
