@@ -30,7 +30,8 @@ use crate::target::{Conns, Via};
 
 /// Load-tests a running todoapp stack. Scenarios: health
 /// (grpc.health.v1.Health/Check: the ceiling for any call), get, get-missing
-/// (NOT_FOUND expected), list, create, update, login, register, mixed (a
+/// (NOT_FOUND expected), list, create, create-once (CreateToDo with a fresh
+/// request id each, the retry-safe path), update, login, register, mixed (a
 /// read-heavy blend: list 35%, get 30%, update 15%, create 12%, delete
 /// 7.9%, login 0.1%), login-burst (GetToDo at C while --burst-logins
 /// logins are in flight; the headline is GetToDo), fair-share (8 users
@@ -296,7 +297,10 @@ async fn bench(cli: Cli, threads: usize) -> Result<Report, String> {
         }
     }
 
-    let created: u64 = results.iter().map(|r| r.total_ok(Op::Create)).sum();
+    let created: u64 = results
+        .iter()
+        .map(|r| r.total_ok(Op::Create) + r.total_ok(Op::CreateOnce))
+        .sum();
     let deleted: u64 = results.iter().map(|r| r.total_ok(Op::Delete)).sum();
     let expected_entries = (seed.entries + created).saturating_sub(deleted);
     let found_entries = run::count_entries(&shared, &seed_conns).await?;

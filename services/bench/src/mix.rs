@@ -19,6 +19,9 @@ pub enum Op {
     /// `ListToDo`, first page.
     List,
     Create,
+    /// `CreateToDo` with a fresh request id, as a client that retries
+    /// safely sends it (the service's idempotent path).
+    CreateOnce,
     Update,
     /// `DeleteToDo` of an entry this worker created (a create when it has none).
     Delete,
@@ -36,6 +39,7 @@ impl Op {
             Op::GetMissing => "get-missing",
             Op::List => "list",
             Op::Create => "create",
+            Op::CreateOnce => "create-once",
             Op::Update => "update",
             Op::Delete => "delete",
             Op::Login => "login",

@@ -314,7 +314,8 @@ impl Worker {
                     .map(drop)
                     .map_err(|s| s.code())
             }
-            Op::Create => return self.create().await,
+            Op::Create => return self.create(false).await,
+            Op::CreateOnce => return self.create(true).await,
             Op::Delete => match self.created.pop() {
                 Some((index, id)) => {
                     let request = self.shared.accounts[index].request(via, DeleteToDoReq { id });
@@ -324,7 +325,7 @@ impl Worker {
                         .map(drop)
                         .map_err(|s| s.code())
                 }
-                None => return self.create().await,
+                None => return self.create(false).await,
             },
             Op::Update => match self.seeded_entry() {
                 Some((index, id)) => {
@@ -386,7 +387,9 @@ impl Worker {
         Outcome { op, result }
     }
 
-    async fn create(&mut self) -> Outcome {
+    /// A `CreateToDo`; `with_request_id`: with a fresh request id, so the
+    /// service stores the id beside the entry.
+    async fn create(&mut self, with_request_id: bool) -> Outcome {
         self.sequence += 1;
         let (index, shared) = self.account();
         let item = ToDoEntry {
@@ -398,9 +401,18 @@ impl Worker {
             self.conns.via,
             CreateToDoReq {
                 item: Some(item),
-                ..Default::default()
+                request_id: if with_request_id {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    String::new()
+                },
             },
         );
+        let op = if with_request_id {
+            Op::CreateOnce
+        } else {
+            Op::Create
+        };
         let result = match self.todo().create_to_do(request).await {
             Ok(rsp) => {
                 if self.keeps_created {
@@ -410,10 +422,7 @@ impl Worker {
             }
             Err(status) => Err(status.code()),
         };
-        Outcome {
-            op: Op::Create,
-            result,
-        }
+        Outcome { op, result }
     }
 }
 
@@ -600,6 +609,7 @@ fn groups(spec: &Spec, burst_logins: usize, fair_share_pace: Option<Duration>) -
         Kind::GetMissing => single(Op::GetMissing),
         Kind::List => single(Op::List),
         Kind::Create => single(Op::Create),
+        Kind::CreateOnce => single(Op::CreateOnce),
         Kind::Update => single(Op::Update),
         Kind::Login => single(Op::Login),
         Kind::Register => single(Op::Register),

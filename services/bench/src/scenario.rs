@@ -8,6 +8,7 @@ pub enum Kind {
     GetMissing,
     List,
     Create,
+    CreateOnce,
     Update,
     Login,
     Register,
@@ -17,12 +18,13 @@ pub enum Kind {
     FairShareIdle,
 }
 
-pub const ALL: [Kind; 12] = [
+pub const ALL: [Kind; 13] = [
     Kind::Health,
     Kind::Get,
     Kind::GetMissing,
     Kind::List,
     Kind::Create,
+    Kind::CreateOnce,
     Kind::Update,
     Kind::Login,
     Kind::Register,
@@ -40,6 +42,7 @@ impl Kind {
             Kind::GetMissing => "get-missing",
             Kind::List => "list",
             Kind::Create => "create",
+            Kind::CreateOnce => "create-once",
             Kind::Update => "update",
             Kind::Login => "login",
             Kind::Register => "register",

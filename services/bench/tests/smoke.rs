@@ -68,7 +68,7 @@ fn total_ok(report: &Value, op: &str) -> u64 {
         .sum()
 }
 
-async fn rows_in_todo_db(state: &Path) -> u64 {
+async fn rows_in_todo_db(state: &Path, table: &str) -> u64 {
     use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::ConnectOptions;
     let mut conn = SqliteConnectOptions::new()
@@ -77,7 +77,7 @@ async fn rows_in_todo_db(state: &Path) -> u64 {
         .connect()
         .await
         .expect("open todo.db");
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM todos")
+    let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
         .fetch_one(&mut conn)
         .await
         .expect("count");
@@ -96,7 +96,7 @@ async fn bench_runs_against_a_real_stack_and_counts_correctly() {
             "--via",
             "both",
             "--scenarios",
-            "health:4,get:8,get-missing:4,create:8,mixed:8",
+            "health:4,get:8,get-missing:4,create:8,create-once:4,mixed:8",
         ],
     );
     assert_eq!(report["ok"], true, "{report:#}");
@@ -104,7 +104,7 @@ async fn bench_runs_against_a_real_stack_and_counts_correctly() {
     let scenarios = report["scenarios"].as_array().expect("scenarios");
     assert_eq!(
         scenarios.len(),
-        10,
+        12,
         "each scenario through the gateway and direct"
     );
     for s in scenarios {
@@ -153,13 +153,24 @@ async fn bench_runs_against_a_real_stack_and_counts_correctly() {
     // What the bench says it did is what the server holds.
     let seeded = u(&report["seed"]["entries"]);
     assert_eq!(seeded, 15);
-    let created = total_ok(&report, "create");
+    let created_once = total_ok(&report, "create-once");
+    let created = total_ok(&report, "create") + created_once;
     let deleted = total_ok(&report, "delete");
-    assert!(created > 0, "nothing created");
+    assert!(created_once > 0, "nothing created with a request id");
     let expected = seeded + created - deleted;
     assert_eq!(u(&report["verification"]["expected_entries"]), expected);
     assert_eq!(u(&report["verification"]["found_entries"]), expected);
-    assert_eq!(rows_in_todo_db(&state).await, expected, "rows in todo.db");
+    assert_eq!(
+        rows_in_todo_db(&state, "todos").await,
+        expected,
+        "rows in todo.db"
+    );
+    // Each create-once call carried a request id of its own, and only they.
+    assert_eq!(
+        rows_in_todo_db(&state, "create_requests").await,
+        created_once,
+        "request ids stored"
+    );
 
     // The login-burst scenario: GetToDo is the headline, the logins are reported beside it.
     let burst = bench(
