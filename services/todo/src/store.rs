@@ -16,6 +16,31 @@ use crate::quota::{stored_bytes, QuotaSettings, Usage, UsageSql, WriteError};
 /// How long a request_id is remembered (AIP-155 suggests at least a day).
 pub const REQUEST_ID_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
 
+/// The idempotent create's statements on `create_requests`, on either engine.
+const EARLIER_REQUEST: &str = "SELECT todo_id, fingerprint, created_at FROM create_requests WHERE user_id = ? AND request_id = ?";
+const REMEMBER_REQUEST: &str = "INSERT INTO create_requests (todo_id, fingerprint, created_at, user_id, request_id) VALUES (?, ?, ?, ?, ?)";
+const REPLACE_EXPIRED_REQUEST: &str = "UPDATE create_requests SET todo_id = ?, fingerprint = ?, created_at = ? WHERE user_id = ? AND request_id = ?";
+
+/// A request id's earlier use: the entry it created, that call's content
+/// fingerprint and when (Unix microseconds).
+type EarlierRequest = (i32, Vec<u8>, i64);
+
+/// An earlier use within the retention is answered from it; an older one
+/// is replaced.
+fn still_remembered(earlier: &EarlierRequest, now: i64) -> bool {
+    earlier.2 >= now - REQUEST_ID_RETENTION_MICROS
+}
+
+/// The answer to a repeated request id: the first call's id when the
+/// content is the same.
+fn judge_repeat((id, earlier, _): &EarlierRequest, fingerprint: &[u8]) -> CreateOnce {
+    if earlier[..] == *fingerprint {
+        CreateOnce::Repeated(*id)
+    } else {
+        CreateOnce::Mismatch
+    }
+}
+
 /// What an idempotent create did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateOnce {
@@ -284,22 +309,21 @@ impl TodoStore for SqlTodoStore {
         content: &Content,
         request: &RequestId,
     ) -> Result<CreateOnce, WriteError> {
-        const EARLIER: &str = "SELECT todo_id, fingerprint, created_at FROM create_requests WHERE user_id = ? AND request_id = ?";
-        const REMEMBER: &str = "INSERT INTO create_requests (todo_id, fingerprint, created_at, user_id, request_id) VALUES (?, ?, ?, ?, ?)";
-        const REPLACE_EXPIRED: &str = "UPDATE create_requests SET todo_id = ?, fingerprint = ?, created_at = ? WHERE user_id = ? AND request_id = ?";
         let fingerprint = content.fingerprint();
         let bytes = stored_bytes(content);
         let (sql, quota) = (self.usage_sql, self.quota);
-        let _writer = self.pool.write_lock().await;
+        if let Pool::Sqlite(..) = &self.pool {
+            // One transaction on the writer connection, on this thread.
+            return self
+                .pool
+                .sqlite_write(|conn| {
+                    statements::create_once(conn, user, content, request, &fingerprint, quota)
+                })
+                .await;
+        }
         let now = now_micros();
-        let judge = |(id, earlier, _): (i32, Vec<u8>, i64)| {
-            if earlier == fingerprint {
-                CreateOnce::Repeated(id)
-            } else {
-                CreateOnce::Mismatch
-            }
-        };
-        let fresh = |earlier: &(i32, Vec<u8>, i64)| earlier.2 >= now - REQUEST_ID_RETENTION_MICROS;
+        let judge = |earlier: EarlierRequest| judge_repeat(&earlier, &fingerprint);
+        let fresh = |earlier: &EarlierRequest| still_remembered(earlier, now);
         // One transaction, holding the user's usage slot: the entry, its
         // request id and the usage change are stored together or not at
         // all. A repeat is answered before the quota is consulted, so the
@@ -313,7 +337,7 @@ impl TodoStore for SqlTodoStore {
         let attempt = retry_contended(|| async move {
             on_pool!(pool, |p| async {
                 let (mut tx, slot) = begin_with_slot!(p, sql, user.as_str()).await?;
-                let earlier: Option<(i32, Vec<u8>, i64)> = sqlx::query_as(EARLIER)
+                let earlier: Option<EarlierRequest> = sqlx::query_as(EARLIER_REQUEST)
                     .bind(user.as_str())
                     .bind(request.as_str())
                     .fetch_optional(&mut *tx)
@@ -326,9 +350,9 @@ impl TodoStore for SqlTodoStore {
                 let id = insert_counted!(tx, sql, user.as_str(), slot, content, now, bytes).await?;
                 // An expired key not yet cleaned up is reused in place.
                 let remember = if earlier.is_some() {
-                    REPLACE_EXPIRED
+                    REPLACE_EXPIRED_REQUEST
                 } else {
-                    REMEMBER
+                    REMEMBER_REQUEST
                 };
                 sqlx::query(remember)
                     .bind(id)
@@ -346,8 +370,8 @@ impl TodoStore for SqlTodoStore {
         .await;
         match attempt {
             Err(WriteError::Store(StoreError::Conflict { .. })) => {
-                let earlier: Option<(i32, Vec<u8>, i64)> =
-                    on_pool!(&self.pool, |p| sqlx::query_as(EARLIER)
+                let earlier: Option<EarlierRequest> =
+                    on_pool!(&self.pool, |p| sqlx::query_as(EARLIER_REQUEST)
                         .bind(user.as_str())
                         .bind(request.as_str())
                         .fetch_optional(p)
@@ -495,10 +519,14 @@ impl TodoStore for SqlTodoStore {
 /// with the quota check in its WHERE clause and the usage counted by the
 /// triggers of migration `20261130000030_usage_triggers.sql`.
 mod statements {
-    use rusqlite::{Connection, OptionalExtension};
+    use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
     use todoapp_db::StoreError;
 
-    use crate::domain::{Content, TodoId, UserId};
+    use super::{
+        judge_repeat, still_remembered, CreateOnce, EarlierRequest, EARLIER_REQUEST,
+        REMEMBER_REQUEST, REPLACE_EXPIRED_REQUEST,
+    };
+    use crate::domain::{Content, RequestId, TodoId, UserId};
     use crate::quota::{stored_bytes, QuotaSettings, Usage, WriteError};
 
     const USAGE: &str = "SELECT COALESCE(SUM(entries), 0), COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?";
@@ -567,6 +595,76 @@ mod statements {
             Some(&id) => Ok(id),
             None => Err(refusal(quota.admits_create(usage(conn, user)?, bytes))),
         }
+    }
+
+    /// The idempotent create in one transaction: a repeat is answered
+    /// before the quota is consulted (so the retry of a create that filled
+    /// the quota still gets its id), and the entry and its request id are
+    /// stored together or not at all. The write lock keeps any other
+    /// writer out meanwhile.
+    pub(super) fn create_once(
+        conn: &Connection,
+        user: &UserId,
+        content: &Content,
+        request: &RequestId,
+        fingerprint: &[u8],
+        quota: QuotaSettings,
+    ) -> Result<CreateOnce, WriteError> {
+        const INSERT: &str = "INSERT INTO todos (user_id, title, text, done, created_at) \
+            VALUES (?, ?, ?, ?, ?) RETURNING id";
+        let now = super::now_micros();
+        // Dropped without a commit (an early answer, an error): rolled back.
+        let tx =
+            Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(failed)?;
+        let earlier: Option<EarlierRequest> = tx
+            .prepare_cached(EARLIER_REQUEST)
+            .and_then(|mut earlier| {
+                earlier
+                    .query_row((user.as_str(), request.as_str()), |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()
+            })
+            .map_err(failed)?;
+        if let Some(earlier) = earlier.as_ref().filter(|e| still_remembered(e, now)) {
+            return Ok(judge_repeat(earlier, fingerprint));
+        }
+        let bytes = stored_bytes(content);
+        quota.admits_create(usage(&tx, user)?, bytes)?;
+        let id: i32 = tx
+            .prepare_cached(INSERT)
+            .and_then(|mut insert| {
+                insert.query_row(
+                    rusqlite::params![
+                        user.as_str(),
+                        content.title,
+                        content.text,
+                        content.done.unwrap_or(false),
+                        now,
+                    ],
+                    |row| row.get(0),
+                )
+            })
+            .map_err(failed)?;
+        // An expired id not yet cleaned up is reused in place.
+        let remember = if earlier.is_some() {
+            REPLACE_EXPIRED_REQUEST
+        } else {
+            REMEMBER_REQUEST
+        };
+        tx.prepare_cached(remember)
+            .and_then(|mut remember| {
+                remember.execute(rusqlite::params![
+                    id,
+                    fingerprint,
+                    now,
+                    user.as_str(),
+                    request.as_str(),
+                ])
+            })
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        Ok(CreateOnce::Created(id))
     }
 
     pub(super) fn update(

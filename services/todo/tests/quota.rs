@@ -8,7 +8,7 @@ use todoapp_db::{connect, DatabaseSettings, Pool};
 use todoapp_runtime::Secret;
 use todoapp_todo::domain::{Content, Page, RequestId, TodoId, UserId};
 use todoapp_todo::quota::{QuotaExceeded, QuotaSettings, WriteError};
-use todoapp_todo::store::{SqlTodoStore, TodoStore};
+use todoapp_todo::store::{CreateOnce, SqlTodoStore, TodoStore};
 
 /// Bytes of an entry of maximal size: 200 and 2000 four-byte characters.
 const MAX_ENTRY: u64 = 8800;
@@ -86,6 +86,33 @@ async fn concurrent_creates(
     stored
 }
 
+/// As [`concurrent_creates`], each an idempotent create with a request id
+/// of its own.
+async fn concurrent_creates_once(
+    store: &SqlTodoStore,
+    who: &UserId,
+    entry: &Content,
+    expected: QuotaExceeded,
+) -> usize {
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (store, who, entry) = (store.clone(), who.clone(), entry.clone());
+            let key = fresh_key();
+            tokio::spawn(async move { store.create_once(&who, &entry, &key).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(CreateOnce::Created(_)) => stored += 1,
+            Ok(other) => panic!("a fresh key was seen before: {other:?}"),
+            Err(WriteError::Quota(exceeded)) => assert_eq!(exceeded, expected),
+            Err(other) => panic!("unexpected store error: {other:?}"),
+        }
+    }
+    stored
+}
+
 async fn entry_quota_holds_under_concurrency(pool: Pool) {
     let store = store(
         pool,
@@ -137,6 +164,69 @@ async fn entry_quota_holds_under_concurrency(pool: Pool) {
         .expect("room after delete");
     assert!(store.create(&ann, &content("again", "")).await.is_err());
     assert_eq!(count(&store, &ann).await, 20);
+
+    // Idempotent creates hold the same quota under concurrency.
+    let five = store
+        .list(&ann, Page { after: 0, limit: 5 }, usize::MAX)
+        .await
+        .expect("list");
+    for entry in &five {
+        assert!(store.delete(&ann, TodoId(entry.id)).await.expect("delete"));
+    }
+    let stored = concurrent_creates_once(
+        &store,
+        &ann,
+        &content("edge once", ""),
+        QuotaExceeded::Entries { limit: 20 },
+    )
+    .await;
+    assert_eq!(stored, 5, "exactly the quota's remainder was stored");
+    assert_eq!(count(&store, &ann).await, 20);
+
+    // The create that filled the quota, repeated, still gets its id; a
+    // refused one leaves its key unused.
+    let last = store
+        .list(&ann, Page { after: 0, limit: 1 }, usize::MAX)
+        .await
+        .expect("list")[0]
+        .id;
+    assert!(store.delete(&ann, TodoId(last)).await.expect("delete"));
+    let (filling, refused) = (fresh_key(), fresh_key());
+    let CreateOnce::Created(id) = store
+        .create_once(&ann, &content("fills it", ""), &filling)
+        .await
+        .expect("room for one")
+    else {
+        panic!("a fresh key creates");
+    };
+    assert_eq!(
+        store
+            .create_once(&ann, &content("fills it", ""), &filling)
+            .await
+            .expect("a repeat when full"),
+        CreateOnce::Repeated(id)
+    );
+    assert!(matches!(
+        store
+            .create_once(&ann, &content("refused", ""), &refused)
+            .await,
+        Err(WriteError::Quota(QuotaExceeded::Entries { limit: 20 }))
+    ));
+    assert!(store.delete(&ann, TodoId(id)).await.expect("delete"));
+    assert!(matches!(
+        store
+            .create_once(&ann, &content("refused", ""), &refused)
+            .await
+            .expect("room again"),
+        CreateOnce::Created(_)
+    ));
+    assert_eq!(count(&store, &ann).await, 20);
+}
+
+fn fresh_key() -> RequestId {
+    RequestId::parse(&uuid::Uuid::new_v4().to_string())
+        .expect("uuid")
+        .expect("present")
 }
 
 async fn byte_quota_holds_under_concurrency(pool: Pool) {
