@@ -1,13 +1,28 @@
 //! Per-user quotas: how many entries a user may keep and how many bytes of
-//! title and text. Usage is kept per user and database node in `todo_usage`
-//! (see [`UsageSql`]), changed in the same transaction as the entries, with
-//! the node's usage row locked first so concurrent writes through one node
-//! cannot both pass the limit (SQLite: the service's write lock). The rule
-//! is [`QuotaSettings`]'s; the single-statement writes of the store carry
-//! the same rule in SQL, and a refusal is explained by this one.
+//! title and text. Usage is kept per user and database node in `todo_usage`,
+//! changed in the same transaction as the entries, with the node's usage row
+//! locked first so concurrent writes through one node cannot both pass the
+//! limit (SQLite: the service's write lock). The rule is
+//! [`QuotaSettings`]'s; the store's SQLite statements and MariaDB procedures
+//! carry the same rule in SQL, and a refusal is explained by this one.
+//!
+//! Usage is kept in slots: `todo_usage` has one row per (user, slot), and a
+//! user's usage is the sum of their rows. A write locks and changes only the
+//! slot of the database node it runs on (on MariaDB the node's
+//! `auto_increment_offset`, which Galera makes distinct per node; SQLite has
+//! one writer and one slot, counted by triggers). So one user's writes
+//! through the same node queue on one row and the quota is exact there,
+//! while writes through different Galera nodes share no row and cannot fail
+//! certification against each other. The price on Galera: a write reads the
+//! other nodes' slots without locking them, so a create through each other
+//! node that is in flight at that moment is not seen, and a user can end up
+//! to (nodes - 1) entries (and as many entries' bytes) over a quota; see
+//! README "Scaling out". A node's slot is created on its own, outside the
+//! write's transaction: on MariaDB a locking read of a missing row locks the
+//! gap, and concurrent first writers inserting into it would deadlock.
 
 use serde::{Deserialize, Serialize};
-use todoapp_db::{Kind, StoreError};
+use todoapp_db::StoreError;
 use todoapp_runtime::ConfigError;
 
 use crate::domain::Content;
@@ -131,63 +146,6 @@ impl todoapp_db::Contended for WriteError {
 impl From<sqlx::Error> for WriteError {
     fn from(error: sqlx::Error) -> Self {
         Self::Store(error.into())
-    }
-}
-
-/// The usage statements, per engine.
-///
-/// Usage is kept in slots: `todo_usage` has one row per (user, slot), and a
-/// user's usage is the sum of their rows. A write locks and changes only the
-/// slot of the database node it runs on (on MariaDB the node's
-/// `auto_increment_offset`, which Galera makes distinct per node; SQLite has
-/// one writer and one slot). So one user's writes through the same node
-/// queue on one row and the quota is exact there, while writes through
-/// different Galera nodes share no row and cannot fail certification against
-/// each other. The price on Galera: a write reads the other nodes' slots
-/// without locking them, so a create through each other node that is in
-/// flight at that moment is not seen, and a user can end up to (nodes - 1)
-/// entries (and as many entries' bytes) over a quota; see README "Scaling
-/// out".
-#[derive(Debug, Clone, Copy)]
-pub struct UsageSql {
-    /// Locks this node's slot of the user until the transaction ends and
-    /// returns its number (SQLite: the service's write lock is held already).
-    pub lock_slot: &'static str,
-    /// The user's usage over all slots. Run after `lock_slot`: its snapshot
-    /// then includes every earlier write through this node.
-    pub total: &'static str,
-    /// Creates this node's slot of the user if missing. Run on its own,
-    /// outside the write's transaction: on MariaDB a locking read of a
-    /// missing row locks the gap, and concurrent first writers inserting into
-    /// it would deadlock.
-    pub ensure: &'static str,
-    /// Adds (entries, bytes) to the user's slot (bound last, as returned by
-    /// `lock_slot`: the node's offset may change under a running transaction
-    /// when the cluster's membership changes). None on SQLite, where
-    /// triggers count every write to `todos` (migration `usage_triggers`).
-    pub add: Option<&'static str>,
-}
-
-impl UsageSql {
-    pub fn for_kind(kind: Kind) -> Self {
-        match kind {
-            Kind::Sqlite => Self {
-                lock_slot: "SELECT slot FROM todo_usage WHERE user_id = ? AND slot = 0",
-                total: "SELECT COALESCE(SUM(entries), 0), COALESCE(SUM(bytes), 0) FROM todo_usage WHERE user_id = ?",
-                ensure: "INSERT OR IGNORE INTO todo_usage (user_id, slot, entries, bytes) VALUES (?, 0, 0, 0)",
-                add: None,
-            },
-            Kind::MySql => Self {
-                lock_slot: "SELECT slot FROM todo_usage WHERE user_id = ? AND slot = @@auto_increment_offset FOR UPDATE",
-                // A consistent (non-locking) read: locking the other nodes'
-                // slots would have their replicated writes abort this one.
-                total: "SELECT CAST(COALESCE(SUM(entries), 0) AS SIGNED), CAST(COALESCE(SUM(bytes), 0) AS SIGNED) FROM todo_usage WHERE user_id = ?",
-                ensure: "INSERT IGNORE INTO todo_usage (user_id, slot, entries, bytes) VALUES (?, @@auto_increment_offset, 0, 0)",
-                add: Some(
-                    "UPDATE todo_usage SET entries = entries + ?, bytes = bytes + ? WHERE user_id = ? AND slot = ?",
-                ),
-            },
-        }
     }
 }
 

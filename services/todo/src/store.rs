@@ -11,7 +11,7 @@ use futures_util::TryStreamExt;
 use todoapp_db::{now_micros, on_pool, retry_contended, Kind, Pool, StoreError};
 
 use crate::domain::{Content, Page, RequestId, TodoId, UserId};
-use crate::quota::{stored_bytes, QuotaSettings, Usage, UsageSql, WriteError};
+use crate::quota::{QuotaSettings, WriteError};
 
 /// How long a request_id is remembered (AIP-155 suggests at least a day).
 pub const REQUEST_ID_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
@@ -148,7 +148,6 @@ pub trait TodoStore: Send + Sync + 'static {
 pub struct SqlTodoStore {
     pool: Pool,
     quota: QuotaSettings,
-    usage_sql: UsageSql,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -157,11 +156,9 @@ static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/
 impl SqlTodoStore {
     /// A store with the default quotas.
     pub fn new(pool: Pool) -> Self {
-        let usage_sql = UsageSql::for_kind(pool.kind());
         Self {
             pool,
             quota: QuotaSettings::default(),
-            usage_sql,
         }
     }
 
@@ -213,80 +210,6 @@ impl SqlTodoStore {
     }
 }
 
-/// Begins a transaction holding this node's usage slot of the user locked,
-/// creating the slot first (on its own) when the user has none yet here;
-/// yields the transaction and the slot's number. A macro so the same code
-/// runs on either engine's pool.
-macro_rules! begin_with_slot {
-    ($pool:expr, $sql:expr, $user:expr) => {
-        async {
-            for _ in 0..2 {
-                let mut tx = $pool.begin().await?;
-                let slot: Option<i32> = sqlx::query_scalar($sql.lock_slot)
-                    .bind($user)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                match slot {
-                    Some(slot) => return Ok((tx, slot)),
-                    None => {
-                        tx.rollback().await?;
-                        sqlx::query($sql.ensure).bind($user).execute($pool).await?;
-                    }
-                }
-            }
-            Err(sqlx::Error::Protocol(
-                "todo_usage slot missing right after creating it".into(),
-            ))
-        }
-    };
-}
-
-/// The user's usage over all slots, read inside the write's transaction
-/// after its slot is locked.
-macro_rules! usage_total {
-    ($tx:expr, $sql:expr, $user:expr) => {
-        async {
-            let (entries, bytes): (i64, i64) = sqlx::query_as($sql.total)
-                .bind($user)
-                .fetch_one(&mut *$tx)
-                .await?;
-            Ok::<Usage, sqlx::Error>(Usage { entries, bytes })
-        }
-    };
-}
-
-/// Inside a transaction holding the user's usage slot (`begin_with_slot!`):
-/// stores the entry and counts it in the slot (on SQLite a trigger counts
-/// it), returning its id. A macro for the same reason: the transaction's
-/// type depends on the engine.
-macro_rules! insert_counted {
-    ($tx:expr, $sql:expr, $user:expr, $slot:expr, $content:expr, $created:expr, $bytes:expr) => {
-        async {
-            // RETURNING works on SQLite ≥ 3.35 and MariaDB ≥ 10.5.
-            let id: i32 = sqlx::query_scalar(
-                "INSERT INTO todos (user_id, title, text, done, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind($user)
-            .bind(&$content.title)
-            .bind(&$content.text)
-            .bind($content.done.unwrap_or(false))
-            .bind($created)
-            .fetch_one(&mut *$tx)
-            .await?;
-            if let Some(add) = $sql.add {
-                sqlx::query(add)
-                    .bind(1_i64)
-                    .bind($bytes)
-                    .bind($user)
-                    .bind($slot)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
-            Ok::<i32, sqlx::Error>(id)
-        }
-    };
-}
-
 impl TodoStore for SqlTodoStore {
     async fn create(&self, user: &UserId, content: &Content) -> Result<i32, WriteError> {
         let created = now_micros();
@@ -310,62 +233,30 @@ impl TodoStore for SqlTodoStore {
         request: &RequestId,
     ) -> Result<CreateOnce, WriteError> {
         let fingerprint = content.fingerprint();
-        let bytes = stored_bytes(content);
-        let (sql, quota) = (self.usage_sql, self.quota);
-        if let Pool::Sqlite(..) = &self.pool {
-            // One transaction on the writer connection, on this thread.
-            return self
-                .pool
-                .sqlite_write(|conn| {
-                    statements::create_once(conn, user, content, request, &fingerprint, quota)
-                })
-                .await;
-        }
-        let now = now_micros();
-        let judge = |earlier: EarlierRequest| judge_repeat(&earlier, &fingerprint);
-        let fresh = |earlier: &EarlierRequest| still_remembered(earlier, now);
-        // One transaction, holding the user's usage slot: the entry, its
-        // request id and the usage change are stored together or not at
-        // all. A repeat is answered before the quota is consulted, so the
-        // retry of a create that filled the quota still gets its id. Two
-        // concurrent first calls with one key through one node queue on the
-        // slot; should both still insert (or, through two Galera nodes, lose
-        // certification on the key and be retried), the second one's key
-        // violates the primary key, its transaction rolls back and it
-        // answers with the first one's id.
-        let (pool, fingerprint, judge, fresh) = (&self.pool, &fingerprint, &judge, &fresh);
-        let attempt = retry_contended(|| async move {
-            on_pool!(pool, |p| async {
-                let (mut tx, slot) = begin_with_slot!(p, sql, user.as_str()).await?;
-                let earlier: Option<EarlierRequest> = sqlx::query_as(EARLIER_REQUEST)
-                    .bind(user.as_str())
-                    .bind(request.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(earlier) = earlier.as_ref().filter(|e| fresh(e)) {
-                    return Ok::<_, WriteError>(judge(earlier.clone()));
-                }
-                let usage = usage_total!(tx, sql, user.as_str()).await?;
-                quota.admits_create(usage, bytes)?;
-                let id = insert_counted!(tx, sql, user.as_str(), slot, content, now, bytes).await?;
-                // An expired key not yet cleaned up is reused in place.
-                let remember = if earlier.is_some() {
-                    REPLACE_EXPIRED_REQUEST
-                } else {
-                    REMEMBER_REQUEST
-                };
-                sqlx::query(remember)
-                    .bind(id)
-                    .bind(&fingerprint[..])
-                    .bind(now)
-                    .bind(user.as_str())
-                    .bind(request.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(CreateOnce::Created(id))
+        let quota = self.quota;
+        let mariadb = match &self.pool {
+            Pool::Sqlite(..) => {
+                // One transaction on the writer connection, on this thread.
+                return self
+                    .pool
+                    .sqlite_write(|conn| {
+                        statements::create_once(conn, user, content, request, &fingerprint, quota)
+                    })
+                    .await;
             }
-            .await)
+            Pool::MySql(_, mariadb) => mariadb,
+        };
+        // One call of the procedure, which holds the user's usage slot for
+        // its transaction: the entry, its request id and the usage change
+        // are stored together or not at all, and a repeat is answered before
+        // the quota is consulted, so the retry of a create that filled the
+        // quota still gets its id. Two concurrent first calls with one key
+        // through one node queue on the slot; should both still insert
+        // (through two Galera nodes, where the loser of certification is
+        // retried), the second one's key violates the primary key, its
+        // transaction rolls back and it answers with the first one's id.
+        let attempt = retry_contended(|| {
+            procedures::create_once(mariadb, user, content, request, &fingerprint, quota)
         })
         .await;
         match attempt {
@@ -378,7 +269,7 @@ impl TodoStore for SqlTodoStore {
                         .await)
                     .map_err(StoreError::from)?;
                 Ok(earlier
-                    .map(judge)
+                    .map(|earlier| judge_repeat(&earlier, &fingerprint))
                     .ok_or_else(|| StoreError::internal("request id conflict without a row"))?)
             }
             other => other,
@@ -723,13 +614,15 @@ mod statements {
     }
 }
 
-/// MariaDB's write paths: one call each of the procedures in migration
-/// `20261130000030_write_procedures.sql`, which run in one round trip to the
-/// server what was a transaction of six or seven statements.
+/// MariaDB's write paths: one call each of the procedures in migrations
+/// `20261130000030_write_procedures.sql` and
+/// `20261202000010_create_once_procedure.sql`, which run in one round trip
+/// to the server what was a transaction of six to eight statements.
 mod procedures {
-    use todoapp_db::{MariaDbStatements, StoreError};
+    use todoapp_db::{now_micros, MariaDbStatements, StoreError};
 
-    use crate::domain::{Content, TodoId, UserId};
+    use super::{CreateOnce, REQUEST_ID_RETENTION_MICROS};
+    use crate::domain::{Content, RequestId, TodoId, UserId};
     use crate::quota::{QuotaExceeded, QuotaSettings, WriteError};
 
     /// The procedures' first column: what the write did.
@@ -786,6 +679,48 @@ mod procedures {
         admitted(code, quota)?;
         i32::try_from(id)
             .map_err(|_| StoreError::internal(format!("todo id {id} out of range")).into())
+    }
+
+    /// `todo_create_once`'s outcomes beyond [`admitted`]'s.
+    const REPEATED: i64 = 4;
+    const MISMATCH: i64 = 5;
+
+    /// An idempotent create (migration
+    /// `20261202000010_create_once_procedure.sql`).
+    pub(super) async fn create_once(
+        mariadb: &MariaDbStatements,
+        user: &UserId,
+        content: &Content,
+        request: &RequestId,
+        fingerprint: &[u8],
+        quota: QuotaSettings,
+    ) -> Result<CreateOnce, WriteError> {
+        let now = now_micros();
+        let mut lease = mariadb.lease().await.map_err(StoreError::from)?;
+        let answer = sqlx::query_as("CALL todo_create_once(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(user.as_str())
+            .bind(request.as_str())
+            .bind(fingerprint)
+            .bind(&content.title)
+            .bind(&content.text)
+            .bind(content.done.unwrap_or(false))
+            .bind(now)
+            .bind(now - REQUEST_ID_RETENTION_MICROS)
+            .bind(quota.sql_limits().0)
+            .bind(quota.sql_limits().1)
+            .fetch_one(lease.connection())
+            .await;
+        let (code, id): (i64, i64) = lease.finish(answer).map_err(StoreError::from)?;
+        let id = i32::try_from(id)
+            .map_err(|_| StoreError::internal(format!("todo id {id} out of range")))?;
+        match code {
+            REPEATED => Ok(CreateOnce::Repeated(id)),
+            MISMATCH => Ok(CreateOnce::Mismatch),
+            code => {
+                admitted(code, quota)?;
+                Ok(CreateOnce::Created(id))
+            }
+        }
     }
 
     pub(super) async fn update(

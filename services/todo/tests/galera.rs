@@ -2,7 +2,8 @@
 //! started from `mariadbd` and galera-4; the tests take turns on it):
 //! concurrent migrations through different nodes, reading one's own writes
 //! through another node, paging under concurrent inserts through all nodes,
-//! and a node killed under load losing no acknowledged write.
+//! a node killed under load losing no acknowledged write, and one request id
+//! sent through every node at once creating one entry.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -12,9 +13,9 @@ use sqlx::{Connection, MySqlConnection};
 use todoapp_db::{connect, DatabaseSettings, Pool};
 use todoapp_devkit::galera::{GaleraCluster, NODES};
 use todoapp_runtime::Secret;
-use todoapp_todo::domain::{Content, Page, TodoId, UserId};
+use todoapp_todo::domain::{Content, Page, RequestId, TodoId, UserId};
 use todoapp_todo::quota::{QuotaExceeded, QuotaSettings, WriteError};
-use todoapp_todo::store::{SqlTodoStore, TodoStore};
+use todoapp_todo::store::{CreateOnce, SqlTodoStore, TodoStore};
 
 struct Shared {
     cluster: Mutex<Option<GaleraCluster>>,
@@ -570,5 +571,68 @@ fn one_users_creates_through_every_node_do_not_conflict_and_keep_the_quota() {
             usage_and_stored(&urls[0], &ann).await.1 .0,
             load.stored as i64
         );
+    });
+}
+
+/// A client's retries of one create, sent at once through every node (as
+/// through gateways behind a load balancer): one entry and one id, whichever
+/// node's transaction wins; the others lose certification or collide on the
+/// key and answer with the winner's id.
+#[test]
+fn one_request_id_through_every_node_at_once_creates_one_entry() {
+    let guard = cluster();
+    let cluster = guard.as_ref().expect("cluster");
+    let runtime = runtime();
+    let urls = database(cluster, &runtime, "galera_once");
+    runtime.block_on(async {
+        let mut stores = Vec::new();
+        for url in &urls {
+            stores.push(store_on(url).await.1);
+        }
+        stores[0].migrate().await.expect("migrate");
+        let ann = user(3);
+        const KEYS: usize = 20;
+        for round in 0..KEYS {
+            let key = RequestId::parse(&format!("10000000-0000-4000-8000-{round:012}"))
+                .expect("uuid")
+                .expect("present");
+            let entry = content(&format!("once {round}"));
+            let calls: Vec<_> = stores
+                .iter()
+                .map(|store| {
+                    let (store, ann, key, entry) =
+                        (store.clone(), ann.clone(), key.clone(), entry.clone());
+                    tokio::spawn(async move { store.create_once(&ann, &entry, &key).await })
+                })
+                .collect();
+            let mut ids = BTreeSet::new();
+            let mut created = 0;
+            for call in calls {
+                match call.await.expect("task").expect("create_once") {
+                    CreateOnce::Created(id) => {
+                        created += 1;
+                        ids.insert(id);
+                    }
+                    CreateOnce::Repeated(id) => {
+                        ids.insert(id);
+                    }
+                    CreateOnce::Mismatch => panic!("round {round}: same content"),
+                }
+            }
+            assert_eq!(created, 1, "round {round}: one call creates");
+            assert_eq!(ids.len(), 1, "round {round}: one id for all: {ids:?}");
+        }
+        let stored = stores[1]
+            .list(
+                &ann,
+                Page {
+                    after: 0,
+                    limit: 1000,
+                },
+                usize::MAX,
+            )
+            .await
+            .expect("list");
+        assert_eq!(stored.len(), KEYS, "one entry per request id");
     });
 }
