@@ -269,7 +269,8 @@ async fn mariadb_store() {
 }
 
 /// Idempotent creates (AIP-155), the same on both engines.
-async fn idempotent_creates(store: SqlTodoStore) {
+async fn idempotent_creates(pool: todoapp_db::Pool) {
+    let store = SqlTodoStore::new(pool.clone());
     store.migrate().await.expect("migrate");
     let ann = UserId::parse("33333333-3333-4333-8333-333333333333").expect("uuid");
     let bob = UserId::parse("44444444-4444-4444-8444-444444444444").expect("uuid");
@@ -327,6 +328,40 @@ async fn idempotent_creates(store: SqlTodoStore) {
     };
     assert_ne!(bobs, first);
 
+    // A key past its retention that expiry has not removed yet is a new
+    // request: replaced in place, with its new content and id.
+    let aged = todoapp_todo::store::REQUEST_ID_RETENTION_MICROS + 1_000_000;
+    const AGE: &str =
+        "UPDATE create_requests SET created_at = created_at - ? WHERE user_id = ? AND request_id = ?";
+    let aged_rows = todoapp_db::on_pool!(&pool, |p| sqlx::query(AGE)
+        .bind(aged)
+        .bind(ann.as_str())
+        .bind(key.as_str())
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("age the key");
+    assert_eq!(aged_rows, 1);
+    let oat = content("oat milk", "1 l", None);
+    let CreateOnce::Created(renewed) = store.create_once(&ann, &oat, &key).await.expect("renewed")
+    else {
+        panic!("an expired key creates anew");
+    };
+    assert_ne!(renewed, first);
+    assert_eq!(
+        store.create_once(&ann, &oat, &key).await.expect("repeat"),
+        CreateOnce::Repeated(renewed)
+    );
+    assert_eq!(
+        store
+            .create_once(&ann, &milk, &key)
+            .await
+            .expect("old content"),
+        CreateOnce::Mismatch,
+        "the key now stands for the new content"
+    );
+    assert_eq!(count(ann.clone()).await, 2);
+
     // Concurrent first calls with one key: one entry, one id for all.
     let race = RequestId::parse("a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d")
         .expect("uuid")
@@ -356,7 +391,7 @@ async fn idempotent_creates(store: SqlTodoStore) {
     assert_eq!(forgotten, 3);
     assert!(matches!(
         store.create_once(&ann, &milk, &key).await.expect("after expiry"),
-        CreateOnce::Created(id) if id != first
+        CreateOnce::Created(id) if id != first && id != renewed
     ));
 }
 
@@ -364,10 +399,7 @@ async fn idempotent_creates(store: SqlTodoStore) {
 async fn sqlite_idempotent_creates() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("todo.db").display());
-    idempotent_creates(SqlTodoStore::new(
-        connect(&settings(url)).await.expect("connect"),
-    ))
-    .await;
+    idempotent_creates(connect(&settings(url)).await.expect("connect")).await;
 }
 
 #[tokio::test]
@@ -375,10 +407,7 @@ async fn mariadb_idempotent_creates() {
     let url = todoapp_devkit::mariadb::test_database("todo_idem")
         .await
         .expect("MariaDB for tests");
-    idempotent_creates(SqlTodoStore::new(
-        connect(&settings(url)).await.expect("connect"),
-    ))
-    .await;
+    idempotent_creates(connect(&settings(url)).await.expect("connect")).await;
 }
 
 /// The pool checks a connection before handing it out only when it sat idle
