@@ -84,6 +84,16 @@ async fn store_on(url: &str) -> (Pool, SqlTodoStore) {
     (pool.clone(), SqlTodoStore::new(pool))
 }
 
+/// A store on each node, the schema migrated through the first.
+async fn migrated_stores(urls: &[String]) -> Vec<SqlTodoStore> {
+    let mut stores = Vec::new();
+    for url in urls {
+        stores.push(store_on(url).await.1);
+    }
+    stores[0].migrate().await.expect("migrate");
+    stores
+}
+
 fn content(title: &str) -> Content {
     Content::new(title.into(), "x".into(), None).expect("content")
 }
@@ -202,11 +212,7 @@ fn paging_under_concurrent_inserts_through_all_nodes_never_skips_or_repeats() {
     let runtime = runtime();
     let urls = database(cluster, &runtime, "galera_paging");
     runtime.block_on(async {
-        let mut stores = Vec::new();
-        for url in &urls {
-            stores.push(store_on(url).await.1);
-        }
-        stores[0].migrate().await.expect("migrate");
+        let stores = migrated_stores(&urls).await;
         let ann = user(2);
         let mut before = BTreeSet::new();
         // Runs of inserts through one node step by the cluster size
@@ -307,11 +313,7 @@ fn a_node_killed_under_load_loses_no_acknowledged_write() {
     let urls = database(cluster, &runtime, "galera_kill");
 
     let outcome = runtime.block_on(async {
-        let mut stores = Vec::new();
-        for url in &urls {
-            stores.push(store_on(url).await.1);
-        }
-        stores[0].migrate().await.expect("migrate");
+        let stores = migrated_stores(&urls).await;
         let started = Instant::now();
         let mut clients = Vec::new();
         for (node, store) in stores.iter().enumerate() {
@@ -507,11 +509,7 @@ fn one_users_creates_through_every_node_do_not_conflict_and_keep_the_quota() {
     let runtime = runtime();
     let urls = database(cluster, &runtime, "galera_one_user");
     runtime.block_on(async {
-        let mut stores = Vec::new();
-        for url in &urls {
-            stores.push(store_on(url).await.1);
-        }
-        stores[0].migrate().await.expect("migrate");
+        let stores = migrated_stores(&urls).await;
 
         // Throughput: one user, 12 clients, 4 through each node.
         let ann = user(3);
@@ -585,11 +583,7 @@ fn one_request_id_through_every_node_at_once_creates_one_entry() {
     let runtime = runtime();
     let urls = database(cluster, &runtime, "galera_once");
     runtime.block_on(async {
-        let mut stores = Vec::new();
-        for url in &urls {
-            stores.push(store_on(url).await.1);
-        }
-        stores[0].migrate().await.expect("migrate");
+        let stores = migrated_stores(&urls).await;
         let ann = user(3);
         const KEYS: usize = 20;
         for round in 0..KEYS {
