@@ -373,12 +373,71 @@ pub async fn status(url: &str, name: &str) -> Result<String, DevError> {
     Ok(value.unwrap_or_default())
 }
 
-/// A port free on 127.0.0.1 right now (the OS picks it).
+/// A port free on 127.0.0.1 right now, below the kernel's ephemeral range
+/// when there is room there. The nodes bind their ports one after another
+/// while earlier nodes already connect out, and an outgoing connection's
+/// source port (taken from the ephemeral range) could take a port picked
+/// in that range before its node binds it: the node would then fail to
+/// start. Ports handed out in this process are not handed out again.
 fn free_port() -> Result<u16, DevError> {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_start > LOWEST + 1000 {
+        let span = u64::from(ephemeral_start - LOWEST);
+        // A start that differs per process, so parallel test binaries try
+        // different ports first.
+        let seed = u64::from(std::process::id()).wrapping_mul(2_654_435_761)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| u64::from(t.subsec_nanos()));
+        for step in 0..span.min(2000) {
+            let offset = u16::try_from((seed.wrapping_add(step * 7919)) % span).unwrap_or(0);
+            let port = LOWEST + offset;
+            if handed_out.contains(&port) {
+                continue;
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.push(port);
+                return Ok(port);
+            }
+        }
+    }
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(DevError::io("finding a free loopback port"))?;
-    Ok(listener
+    let port = listener
         .local_addr()
         .map_err(DevError::io("finding a free loopback port"))?
-        .port())
+        .port();
+    handed_out.push(port);
+    Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..3 * NODES).map(|_| free_port().expect("port")).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("the kernel's ephemeral port range");
+        let start: u16 = range
+            .split_whitespace()
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("a port number");
+        assert!(
+            ports.iter().all(|&p| p < start),
+            "{ports:?} not below {start}"
+        );
+    }
 }

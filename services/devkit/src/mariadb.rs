@@ -114,15 +114,19 @@ impl MariaDb {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // The log's end in the message: a test harness may remove
+                // the directory before anyone reads it.
                 return Err(DevError::MariaDb(format!(
-                    "mariadbd exited ({status}) during start; see {}",
-                    log.display()
+                    "mariadbd exited ({status}) during start; {}:\n{}",
+                    log.display(),
+                    log_tail(log, 15)
                 )));
             }
             if Instant::now() > deadline {
                 return Err(DevError::MariaDb(format!(
-                    "mariadbd did not accept connections within {limit:?}; see {}",
-                    log.display()
+                    "mariadbd did not accept connections within {limit:?}; {}:\n{}",
+                    log.display(),
+                    log_tail(log, 15)
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -363,5 +367,17 @@ extern "C" fn stop_shared_server() {
             server.stop();
             let _ = std::fs::remove_dir_all(server.base());
         }
+    }
+}
+
+/// The last `lines` lines of a log file, or why they cannot be read.
+fn log_tail(log: &Path, lines: usize) -> String {
+    match std::fs::read(log) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read it: {e})"),
     }
 }
