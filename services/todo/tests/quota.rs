@@ -61,6 +61,14 @@ async fn count(store: &SqlTodoStore, user: &UserId) -> usize {
         .len()
 }
 
+/// How the creates of [`concurrent_creates`] are sent.
+#[derive(Clone, Copy)]
+enum Creates {
+    Plain,
+    /// Idempotent creates, each with a request id of its own.
+    EachWithAFreshKey,
+}
+
 /// 64 creates at once, each of `entry` bytes, against `quota`: returns how
 /// many were stored and checks every refusal names the quota.
 async fn concurrent_creates(
@@ -68,17 +76,28 @@ async fn concurrent_creates(
     who: &UserId,
     entry: &Content,
     expected: QuotaExceeded,
+    how: Creates,
 ) -> usize {
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let (store, who, entry) = (store.clone(), who.clone(), entry.clone());
-            tokio::spawn(async move { store.create(&who, &entry).await })
+            tokio::spawn(async move {
+                match how {
+                    Creates::Plain => store.create(&who, &entry).await.map(drop),
+                    Creates::EachWithAFreshKey => {
+                        match store.create_once(&who, &entry, &fresh_key()).await? {
+                            CreateOnce::Created(_) => Ok(()),
+                            other => panic!("a fresh key was seen before: {other:?}"),
+                        }
+                    }
+                }
+            })
         })
         .collect();
     let mut stored = 0;
     for task in tasks {
         match task.await.expect("join") {
-            Ok(_) => stored += 1,
+            Ok(()) => stored += 1,
             Err(WriteError::Quota(exceeded)) => assert_eq!(exceeded, expected),
             Err(other) => panic!("unexpected store error: {other:?}"),
         }
@@ -86,31 +105,16 @@ async fn concurrent_creates(
     stored
 }
 
-/// As [`concurrent_creates`], each an idempotent create with a request id
-/// of its own.
-async fn concurrent_creates_once(
-    store: &SqlTodoStore,
-    who: &UserId,
-    entry: &Content,
-    expected: QuotaExceeded,
-) -> usize {
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let (store, who, entry) = (store.clone(), who.clone(), entry.clone());
-            let key = fresh_key();
-            tokio::spawn(async move { store.create_once(&who, &entry, &key).await })
-        })
-        .collect();
-    let mut stored = 0;
-    for task in tasks {
-        match task.await.expect("join") {
-            Ok(CreateOnce::Created(_)) => stored += 1,
-            Ok(other) => panic!("a fresh key was seen before: {other:?}"),
-            Err(WriteError::Quota(exceeded)) => assert_eq!(exceeded, expected),
-            Err(other) => panic!("unexpected store error: {other:?}"),
-        }
+/// Deletes the user's `n` oldest entries.
+async fn delete_oldest(store: &SqlTodoStore, who: &UserId, n: u32) {
+    let oldest = store
+        .list(who, Page { after: 0, limit: n }, usize::MAX)
+        .await
+        .expect("list");
+    assert_eq!(oldest.len(), n as usize);
+    for entry in &oldest {
+        assert!(store.delete(who, TodoId(entry.id)).await.expect("delete"));
     }
-    stored
 }
 
 async fn entry_quota_holds_under_concurrency(pool: Pool) {
@@ -134,6 +138,7 @@ async fn entry_quota_holds_under_concurrency(pool: Pool) {
         &ann,
         &content("edge", ""),
         QuotaExceeded::Entries { limit: 20 },
+        Creates::Plain,
     )
     .await;
     assert_eq!(stored, 10, "exactly the quota's remainder was stored");
@@ -152,12 +157,7 @@ async fn entry_quota_holds_under_concurrency(pool: Pool) {
         .expect("bob has room");
 
     // A delete frees exactly one slot.
-    let first = store
-        .list(&ann, Page { after: 0, limit: 1 }, usize::MAX)
-        .await
-        .expect("list")[0]
-        .id;
-    assert!(store.delete(&ann, TodoId(first)).await.expect("delete"));
+    delete_oldest(&store, &ann, 1).await;
     store
         .create(&ann, &content("freed", ""))
         .await
@@ -166,18 +166,13 @@ async fn entry_quota_holds_under_concurrency(pool: Pool) {
     assert_eq!(count(&store, &ann).await, 20);
 
     // Idempotent creates hold the same quota under concurrency.
-    let five = store
-        .list(&ann, Page { after: 0, limit: 5 }, usize::MAX)
-        .await
-        .expect("list");
-    for entry in &five {
-        assert!(store.delete(&ann, TodoId(entry.id)).await.expect("delete"));
-    }
-    let stored = concurrent_creates_once(
+    delete_oldest(&store, &ann, 5).await;
+    let stored = concurrent_creates(
         &store,
         &ann,
         &content("edge once", ""),
         QuotaExceeded::Entries { limit: 20 },
+        Creates::EachWithAFreshKey,
     )
     .await;
     assert_eq!(stored, 5, "exactly the quota's remainder was stored");
@@ -185,12 +180,7 @@ async fn entry_quota_holds_under_concurrency(pool: Pool) {
 
     // The create that filled the quota, repeated, still gets its id; a
     // refused one leaves its key unused.
-    let last = store
-        .list(&ann, Page { after: 0, limit: 1 }, usize::MAX)
-        .await
-        .expect("list")[0]
-        .id;
-    assert!(store.delete(&ann, TodoId(last)).await.expect("delete"));
+    delete_oldest(&store, &ann, 1).await;
     let (filling, refused) = (fresh_key(), fresh_key());
     let CreateOnce::Created(id) = store
         .create_once(&ann, &content("fills it", ""), &filling)
@@ -248,6 +238,7 @@ async fn byte_quota_holds_under_concurrency(pool: Pool) {
         QuotaExceeded::Bytes {
             limit: 3 * MAX_ENTRY,
         },
+        Creates::Plain,
     )
     .await;
     assert_eq!(stored, 13);
