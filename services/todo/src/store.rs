@@ -16,7 +16,10 @@ use crate::quota::{QuotaSettings, WriteError};
 /// How long a request_id is remembered (AIP-155 suggests at least a day).
 pub const REQUEST_ID_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
 
-/// The idempotent create's statements on `create_requests`, on either engine.
+/// The idempotent create's statements on `create_requests`: SQLite's
+/// transaction runs all three; on MariaDB the `todo_create_once` procedure
+/// does this work, and only the lookup runs from here, for a create whose
+/// key another call inserted first (through another Galera node).
 const EARLIER_REQUEST: &str = "SELECT todo_id, fingerprint, created_at FROM create_requests WHERE user_id = ? AND request_id = ?";
 const REMEMBER_REQUEST: &str = "INSERT INTO create_requests (todo_id, fingerprint, created_at, user_id, request_id) VALUES (?, ?, ?, ?, ?)";
 const REPLACE_EXPIRED_REQUEST: &str = "UPDATE create_requests SET todo_id = ?, fingerprint = ?, created_at = ? WHERE user_id = ? AND request_id = ?";
