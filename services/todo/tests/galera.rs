@@ -73,6 +73,20 @@ fn database(cluster: &GaleraCluster, runtime: &tokio::runtime::Runtime, name: &s
         .expect("create database")
 }
 
+/// Runs `test` with the cluster to itself, on a fresh database whose URL
+/// on each node it is given.
+fn on_fresh_database<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let guard = cluster();
+    let cluster = guard.as_ref().expect("cluster");
+    let runtime = runtime();
+    let urls = database(cluster, &runtime, name);
+    runtime.block_on(test(urls));
+}
+
 /// How many MariaDB migrations the todo service has.
 fn migrations() -> usize {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/mysql");
@@ -104,11 +118,7 @@ fn user(n: u32) -> UserId {
 
 #[test]
 fn instances_migrating_at_once_through_different_nodes_all_succeed() {
-    let guard = cluster();
-    let cluster = guard.as_ref().expect("cluster");
-    let runtime = runtime();
-    let urls = database(cluster, &runtime, "galera_migrate");
-    runtime.block_on(async {
+    on_fresh_database("galera_migrate", |urls| async move {
         // Two instances per node, all starting at once.
         let mut starts = Vec::new();
         for i in 0..2 * NODES {
@@ -151,11 +161,7 @@ fn instances_migrating_at_once_through_different_nodes_all_succeed() {
 
 #[test]
 fn a_write_through_one_node_is_read_through_the_others_at_once() {
-    let guard = cluster();
-    let cluster = guard.as_ref().expect("cluster");
-    let runtime = runtime();
-    let urls = database(cluster, &runtime, "galera_ryw");
-    runtime.block_on(async {
+    on_fresh_database("galera_ryw", |urls| async move {
         let mut stores = Vec::new();
         for url in &urls {
             stores.push(store_on(url).await);
@@ -207,11 +213,7 @@ fn a_write_through_one_node_is_read_through_the_others_at_once() {
 
 #[test]
 fn paging_under_concurrent_inserts_through_all_nodes_never_skips_or_repeats() {
-    let guard = cluster();
-    let cluster = guard.as_ref().expect("cluster");
-    let runtime = runtime();
-    let urls = database(cluster, &runtime, "galera_paging");
-    runtime.block_on(async {
+    on_fresh_database("galera_paging", |urls| async move {
         let stores = migrated_stores(&urls).await;
         let ann = user(2);
         let mut before = BTreeSet::new();
@@ -504,11 +506,7 @@ fn one_users_creates_through_every_node_do_not_conflict_and_keep_the_quota() {
     const CLIENTS_PER_NODE: usize = 4;
     const LOAD: Duration = Duration::from_secs(4);
     const LIMIT: u64 = 60;
-    let guard = cluster();
-    let cluster = guard.as_ref().expect("cluster");
-    let runtime = runtime();
-    let urls = database(cluster, &runtime, "galera_one_user");
-    runtime.block_on(async {
+    on_fresh_database("galera_one_user", |urls| async move {
         let stores = migrated_stores(&urls).await;
 
         // Throughput: one user, 12 clients, 4 through each node.
@@ -523,7 +521,11 @@ fn one_users_creates_through_every_node_do_not_conflict_and_keep_the_quota() {
             load.latencies[load.latencies.len() / 2],
             load.failed.len(),
         );
-        assert!(load.failed.is_empty(), "creates failed: {:?}", &load.failed[..load.failed.len().min(5)]);
+        assert!(
+            load.failed.is_empty(),
+            "creates failed: {:?}",
+            &load.failed[..load.failed.len().min(5)]
+        );
         assert!(load.stored > 0);
 
         // The quota: everyone creates until refused.
@@ -531,19 +533,33 @@ fn one_users_creates_through_every_node_do_not_conflict_and_keep_the_quota() {
             max_entries: LIMIT,
             ..QuotaSettings::default()
         };
-        let limited: Vec<SqlTodoStore> = stores.iter().map(|s| s.clone().with_quota(quota)).collect();
+        let limited: Vec<SqlTodoStore> =
+            stores.iter().map(|s| s.clone().with_quota(quota)).collect();
         let bob = user(4);
-        let race =
-            create_through_every_node(&limited, &bob, CLIENTS_PER_NODE, Duration::from_secs(30), true)
-                .await;
+        let race = create_through_every_node(
+            &limited,
+            &bob,
+            CLIENTS_PER_NODE,
+            Duration::from_secs(30),
+            true,
+        )
+        .await;
         eprintln!(
             "quota {LIMIT}: {} stored, {} refused, failed {}",
             race.stored,
             race.refused,
             race.failed.len()
         );
-        assert!(race.failed.is_empty(), "creates failed: {:?}", &race.failed[..race.failed.len().min(5)]);
-        assert_eq!(race.refused, NODES * CLIENTS_PER_NODE, "every client was refused in the end");
+        assert!(
+            race.failed.is_empty(),
+            "creates failed: {:?}",
+            &race.failed[..race.failed.len().min(5)]
+        );
+        assert_eq!(
+            race.refused,
+            NODES * CLIENTS_PER_NODE,
+            "every client was refused in the end"
+        );
         let overshoot = race.stored as u64 - LIMIT.min(race.stored as u64);
         assert!(
             race.stored as u64 >= LIMIT && overshoot < NODES as u64,
@@ -561,7 +577,10 @@ fn one_users_creates_through_every_node_do_not_conflict_and_keep_the_quota() {
         for who in [&ann, &bob] {
             for url in &urls {
                 let (usage, stored, slots) = usage_and_stored(url, who).await;
-                assert_eq!(usage, stored, "usage slots sum to the stored entries on {url}");
+                assert_eq!(
+                    usage, stored,
+                    "usage slots sum to the stored entries on {url}"
+                );
                 assert_eq!(slots, NODES as i64, "one usage slot per node");
             }
         }
@@ -578,11 +597,7 @@ fn one_users_creates_through_every_node_do_not_conflict_and_keep_the_quota() {
 /// key and answer with the winner's id.
 #[test]
 fn one_request_id_through_every_node_at_once_creates_one_entry() {
-    let guard = cluster();
-    let cluster = guard.as_ref().expect("cluster");
-    let runtime = runtime();
-    let urls = database(cluster, &runtime, "galera_once");
-    runtime.block_on(async {
+    on_fresh_database("galera_once", |urls| async move {
         let stores = migrated_stores(&urls).await;
         let ann = user(3);
         const KEYS: usize = 20;
