@@ -108,6 +108,24 @@ async fn migrated_stores(urls: &[String]) -> Vec<SqlTodoStore> {
     stores
 }
 
+/// The ids of all of `user`'s entries (the tests keep under 1000).
+async fn all_entries(store: &SqlTodoStore, user: &UserId) -> BTreeSet<i32> {
+    store
+        .list(
+            user,
+            Page {
+                after: 0,
+                limit: 1000,
+            },
+            usize::MAX,
+        )
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| r.id)
+        .collect()
+}
+
 fn content(title: &str) -> Content {
     Content::new(title.into(), "x".into(), None).expect("content")
 }
@@ -281,20 +299,7 @@ fn paging_under_concurrent_inserts_through_all_nodes_never_skips_or_repeats() {
             let missed: Vec<_> = before.difference(&seen).collect();
             assert!(missed.is_empty(), "pass {pass}: skipped {missed:?}");
             // Everything this pass wrote existed before the next listing.
-            before = stores[0]
-                .list(
-                    &ann,
-                    Page {
-                        after: 0,
-                        limit: 1000,
-                    },
-                    usize::MAX,
-                )
-                .await
-                .expect("list")
-                .iter()
-                .map(|r| r.id)
-                .collect();
+            before = all_entries(&stores[0], &ann).await;
         }
     });
 }
@@ -631,17 +636,7 @@ fn one_request_id_through_every_node_at_once_creates_one_entry() {
             assert_eq!(created, 1, "round {round}: one call creates");
             assert_eq!(ids.len(), 1, "round {round}: one id for all: {ids:?}");
         }
-        let stored = stores[1]
-            .list(
-                &ann,
-                Page {
-                    after: 0,
-                    limit: 1000,
-                },
-                usize::MAX,
-            )
-            .await
-            .expect("list");
+        let stored = all_entries(&stores[1], &ann).await;
         assert_eq!(stored.len(), KEYS, "one entry per request id");
     });
 }
